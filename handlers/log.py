@@ -1,0 +1,23 @@
+"""Built-in handler: one ``event.received`` log line for every callback (on by default)."""
+
+from __future__ import annotations
+
+from handlers.registry import on
+from sink import logs
+from sink.events import Event
+
+log = logs.get("handlers.log")
+
+
+@on("*")
+async def log_event(event: Event) -> None:
+    """Log what arrived: enough to follow a group's history from the logs alone."""
+    log.info(
+        "event.received",
+        operation=event.operation,
+        group_id=event.group_id,
+        is_chatroom=event.is_chatroom,
+        from_=event.from_,
+        to=event.to,
+        sent_at_ms=event.timestamp,
+    )

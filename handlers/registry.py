@@ -1,0 +1,122 @@
+"""Handler registration: the ``@on`` decorator and the loader that builds a :class:`Registry`.
+
+``@on`` only marks a function; nothing global is mutated. The worker imports the configured
+modules (``SINK_HANDLERS`` and the ``callback_sink.handlers`` entry points) and collects the
+marked functions, so two workers in one process can hold different handler sets.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import TypeVar, cast
+
+from sink import names
+from sink.errors import HandlerLoadError
+from sink.events import Event
+
+HandlerFunc = Callable[[Event], Awaitable[None]]
+F = TypeVar("F", bound=HandlerFunc)
+
+ENTRY_POINT_GROUP = "callback_sink.handlers"
+_MARK = "__callback_sink_subscriptions__"
+
+
+def on(*subscriptions: str) -> Callable[[F], F]:
+    """Subscribe an ``async def handler(event)`` to event names, families or ``*``.
+
+    A name nobody knows fails here, at import time, with a message naming it.
+    """
+    if not subscriptions:
+        raise HandlerLoadError("@on() needs at least one event name")
+    for name in subscriptions:
+        if not names.is_subscribable(name):
+            raise HandlerLoadError(f"@on({name!r}): unknown event name (see README: Event names)")
+
+    def mark(func: F) -> F:
+        if not inspect.iscoroutinefunction(func):
+            raise HandlerLoadError(f"@on handler {func.__qualname__} must be an async def")
+        existing: tuple[str, ...] = getattr(func, _MARK, ())
+        setattr(func, _MARK, tuple(dict.fromkeys((*existing, *subscriptions))))
+        return cast(F, func)
+
+    return mark
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A registered handler; ``name`` (module.function) is its identity in dedup marks."""
+
+    name: str
+    func: HandlerFunc = field(compare=False)
+    subscriptions: tuple[str, ...]
+
+    def wants(self, event_name: str) -> bool:
+        return any(names.matches(sub, event_name) for sub in self.subscriptions)
+
+
+class Registry:
+    """The handlers of one worker, looked up by event name."""
+
+    def __init__(self, handlers: Iterable[Handler]) -> None:
+        self.handlers: tuple[Handler, ...] = tuple(handlers)
+        self._by_name: dict[str, tuple[Handler, ...]] = {}
+
+    def for_event(self, event_name: str) -> tuple[Handler, ...]:
+        """Every handler subscribed to ``event_name``, in load order."""
+        found = self._by_name.get(event_name)
+        if found is None:
+            found = tuple(h for h in self.handlers if h.wants(event_name))
+            self._by_name[event_name] = found
+        return found
+
+    def __len__(self) -> int:
+        return len(self.handlers)
+
+
+def collect(module: ModuleType) -> list[Handler]:
+    """The ``@on``-marked functions defined in ``module``."""
+    found = []
+    for attr in vars(module).values():
+        subscriptions = getattr(attr, _MARK, None)
+        if subscriptions and getattr(attr, "__module__", None) == module.__name__:
+            found.append(Handler(f"{module.__name__}.{attr.__qualname__}", attr, subscriptions))
+    return found
+
+
+def load(modules: Sequence[str], *, use_entry_points: bool = True) -> Registry:
+    """Import handler modules by dotted path (and from entry points) into a registry.
+
+    A module that cannot be imported fails start-up with a message naming it.
+    """
+    loaded: dict[str, ModuleType] = {}
+    for path in modules:
+        try:
+            loaded[path] = importlib.import_module(path)
+        except HandlerLoadError:
+            raise
+        except Exception as exc:
+            raise HandlerLoadError(
+                f"SINK_HANDLERS: cannot import handler module {path!r}: {exc}"
+            ) from exc
+    if use_entry_points:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                target = ep.load()
+            except HandlerLoadError:
+                raise
+            except Exception as exc:
+                raise HandlerLoadError(
+                    f"entry point {ep.name!r} ({ep.value}) in {ENTRY_POINT_GROUP}: {exc}"
+                ) from exc
+            module = target if isinstance(target, ModuleType) else inspect.getmodule(target)
+            if module is not None:
+                loaded.setdefault(module.__name__, module)
+    handlers: list[Handler] = []
+    for module in loaded.values():
+        handlers.extend(collect(module))
+    return Registry(handlers)

@@ -1,0 +1,1 @@
+"""The ingress: an aiohttp app that verifies callbacks and makes them durable in RabbitMQ."""

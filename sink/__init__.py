@@ -1,0 +1,1 @@
+"""Shared core of callback-sink: settings, events, signature, topology, logging."""

@@ -1,0 +1,145 @@
+"""``callback-sink``: run the ingress, the worker, or both; sign and send test callbacks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets as secrets_module
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from sink import logs, service
+from sink.errors import ConfigError
+from sink.examples import load_examples, resign
+from sink.settings import Settings
+
+#: Where `callback-sink run` keeps the development secret it generates (current directory).
+DEV_SECRET_FILE = Path(".sink-dev-secret")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format, settings.log_level)
+        result: int = args.command(args, settings)
+        return result
+    except ConfigError as exc:
+        print(f"callback-sink: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callback-sink",
+        description="Durable receiver for Easemob / Agora Chat callbacks. "
+        "Configured by SINK_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(title="commands")
+
+    p = sub.add_parser("ingress", help="run the HTTP ingress (POST /callbacks)")
+    p.set_defaults(command=_ingress)
+    p = sub.add_parser("worker", help="run a worker consuming the queue")
+    p.set_defaults(command=_worker)
+    p = sub.add_parser(
+        "run",
+        help="run ingress and worker in one process (development); generates a "
+        f"development secret in {DEV_SECRET_FILE} when none is configured",
+    )
+    p.set_defaults(command=_run)
+    p = sub.add_parser("sign", help="print a callback body with a correct `security`")
+    p.add_argument("file", help="JSON file with the callback body ('-' for standard input)")
+    p.add_argument("--secret", help="secret to sign with (default: the first configured one)")
+    p.set_defaults(command=_sign)
+    p = sub.add_parser("send", help="post every example of the spec, re-signed, to a sink")
+    p.add_argument("url", help="the sink's callback URL, e.g. http://127.0.0.1:8080/callbacks")
+    p.add_argument("--secret", help="secret to sign with (default: the first configured one)")
+    p.add_argument(
+        "--keep-ids",
+        action="store_true",
+        help="send the examples' own callIds (by default each run makes them unique, "
+        "so that a second run is not deduplicated away)",
+    )
+    p.set_defaults(command=_send)
+    return parser
+
+
+def _ingress(args: argparse.Namespace, settings: Settings) -> int:
+    service.serve(service.run_ingress, settings)
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    service.serve(service.run_worker, settings)
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.secrets:
+        settings = replace(settings, secrets=(_dev_secret(),))
+        print(f"callback-sink: no SINK_SECRETS set; using the development secret in "
+              f"{DEV_SECRET_FILE.resolve()}: {settings.secrets[0]}", flush=True)  # fmt: skip
+    print(f"callback-sink: callbacks URL http://{settings.host}:{settings.port}{settings.path}",
+          flush=True)  # fmt: skip
+    service.serve(service.run_all, settings)
+    return 0
+
+
+def _dev_secret() -> str:
+    if DEV_SECRET_FILE.exists():
+        return DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
+    secret = secrets_module.token_hex(16)
+    DEV_SECRET_FILE.write_text(secret + "\n", encoding="utf-8")
+    DEV_SECRET_FILE.chmod(0o600)
+    return secret
+
+
+def _secret(args: argparse.Namespace, settings: Settings) -> str:
+    if args.secret:
+        return str(args.secret)
+    if settings.secrets:
+        return settings.secrets[0]
+    if DEV_SECRET_FILE.exists():
+        return DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
+    raise ConfigError("no secret: pass --secret or set SINK_SECRETS / SINK_SECRETS_FILE")
+
+
+def _sign(args: argparse.Namespace, settings: Settings) -> int:
+    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    body = orjson.loads(raw)
+    sys.stdout.write(orjson.dumps(resign(body, _secret(args, settings))).decode() + "\n")
+    return 0
+
+
+def _send(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(send_examples(args.url, _secret(args, settings), unique=not args.keep_ids))
+
+
+async def send_examples(url: str, secret: str, *, unique: bool = True) -> int:
+    """POST every spec example, re-signed, and print one line per answer; 0 if all got 200."""
+    run = uuid.uuid4().hex[:8]
+    failed = 0
+    examples = load_examples()
+    async with aiohttp.ClientSession() as session:
+        for index, example in enumerate(examples):
+            call_id = f"{example.body['callId']}-{run}-{index}" if unique else None
+            body = resign(example.body, secret, call_id=call_id)
+            async with session.post(
+                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+            ) as response:
+                text = (await response.text())[:200]
+            ok = response.status == 200
+            failed += not ok
+            print(f"{response.status} {example.source} {body['callId']} {'' if ok else text}")
+    print(f"sent {len(examples)}, accepted {len(examples) - failed}, refused {failed}")
+    return 0 if failed == 0 else 1

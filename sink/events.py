@@ -1,0 +1,151 @@
+"""Typed callback events, decoded once from the raw body.
+
+Every Easemob callback family becomes one :class:`Event`; the family decides the event's
+name (see :mod:`sink.names`) and where the group id, the chat-room flag and the operation
+live. The raw document is kept whole, unknown fields included.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sink import names
+from sink.errors import DecodeError
+
+# `muc_id` is `{appkey}_{group id}@conference.easemob.com`, the appkey being `org#app`.
+_MUC_ID = re.compile(r"^[^_@]*_(?P<gid>[^@]+)@conference\.")
+
+#: The fields without which a body is not a callback at all (the ingress answers 400).
+REQUIRED_FIELDS = ("callId", "timestamp", "security")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Easemob callback, as handlers see it.
+
+    ``name`` is what handlers subscribe to (``muc:apply``); ``operation`` is the raw value
+    Easemob sent (``apply``, ``JOIN``, ``remote_accept`` ...) even when the name is
+    ``…:unknown``. ``raw`` is the whole document as received.
+    """
+
+    call_id: str
+    name: str
+    family: str
+    operation: str | None
+    chat_type: str | None
+    group_id: str | None
+    is_chatroom: bool
+    from_: str | None
+    to: str | None
+    timestamp: int
+    msg_id: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The callback's ``payload`` object (empty when absent or not an object)."""
+        value = self.raw.get("payload")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def dedup_key(self) -> str:
+        """The identity of this callback for deduplication.
+
+        Easemob sends one ``chat_offline`` callback per offline recipient, all sharing one
+        callId, so those are told apart by ``to``.
+        """
+        if self.raw.get("eventType") == "chat_offline":
+            return f"{self.call_id}|{self.to or ''}"
+        return self.call_id
+
+
+def parse(body: bytes) -> dict[str, Any]:
+    """Parse a body into a callback document, or raise :class:`DecodeError` saying why."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DecodeError(f"body is a JSON {type(doc).__name__}, not an object")
+    missing = [key for key in REQUIRED_FIELDS if key not in doc]
+    if missing:
+        raise DecodeError(f"missing field(s): {', '.join(missing)}")
+    if not isinstance(doc["callId"], str) or not doc["callId"]:
+        raise DecodeError("callId is not a non-empty string")
+    if isinstance(doc["timestamp"], bool) or not isinstance(doc["timestamp"], int):
+        raise DecodeError("timestamp is not an integer")
+    if not isinstance(doc["security"], str):
+        raise DecodeError("security is not a string")
+    return doc
+
+
+def decode(body: bytes) -> Event:
+    """Parse and classify a body: the one place a callback becomes an :class:`Event`."""
+    return from_document(parse(body))
+
+
+def from_document(doc: dict[str, Any]) -> Event:
+    """Classify an already parsed and checked document into an :class:`Event`."""
+    family, kind = _classify(doc)
+    payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
+    assert isinstance(payload, dict)
+    group_id, is_chatroom = _group(doc, family, payload)
+    return Event(
+        call_id=doc["callId"],
+        name=names.name_of(family, kind),
+        family=family,
+        operation=kind,
+        chat_type=_str(doc.get("chat_type")),
+        group_id=group_id,
+        is_chatroom=is_chatroom,
+        from_=_str(doc.get("from")),
+        to=_str(doc.get("to")),
+        timestamp=doc["timestamp"],
+        msg_id=_str(doc.get("msg_id")),
+        raw=doc,
+    )
+
+
+def _classify(doc: dict[str, Any]) -> tuple[str, str | None]:
+    """Return (family, raw kind) following the table in PROTOCOL.md."""
+    chat_type = doc.get("chat_type")
+    payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
+    assert isinstance(payload, dict)
+    if chat_type == "muc":
+        return "muc", _str(payload.get("operation"))
+    if doc.get("event") == "group_op_event":
+        return "group_op", _str(doc.get("operation"))
+    if chat_type == "roster":
+        return "roster", _str(payload.get("operation"))
+    if chat_type == "recall":
+        return "recall", "message"
+    if chat_type in ("read_ack", "channel_ack"):
+        return "receipt", chat_type
+    if chat_type == "notify":
+        return "notify", _str(payload.get("type"))
+    if chat_type in ("chat", "groupchat"):
+        family = "offline" if doc.get("eventType") == "chat_offline" else "message"
+        return family, chat_type
+    if chat_type is None and "eventType" not in doc and ("reason" in doc or "status" in doc):
+        return "session", _str(doc.get("reason"))
+    return names.UNKNOWN, None
+
+
+def _group(doc: dict[str, Any], family: str, payload: dict[str, Any]) -> tuple[str | None, bool]:
+    if family == "group_op":
+        return _str(doc.get("id")), doc.get("type") == "CHATROOM"
+    group_id = _str(doc.get("group_id"))
+    if group_id is None and isinstance(payload.get("muc_id"), str):
+        match = _MUC_ID.match(payload["muc_id"])
+        group_id = match.group("gid") if match else None
+    return group_id, payload.get("is_chatroom") is True
+
+
+def _str(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)

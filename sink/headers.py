@@ -1,0 +1,15 @@
+"""AMQP header names callback-sink writes on its messages.
+
+The worker carries its own attempt count instead of reading ``x-death`` (whose shape has
+changed across RabbitMQ versions), and dead letters say why they died.
+"""
+
+EVENT = "x-sink-event"  # event name, e.g. muc:apply
+ATTEMPT = "x-sink-attempt"  # 1 for the first delivery, +1 per retry
+FIRST_FAILURE = "x-sink-first-failure"  # ISO time of the first failed attempt
+LAST_FAILURE = "x-sink-last-failure"  # ISO time of the latest failed attempt
+FAILED_HANDLERS = "x-sink-failed-handlers"  # comma-separated handler names
+ERROR_TYPE = "x-sink-error-type"  # exception class of the (first) failed handler
+ERROR = "x-sink-error"  # its message, truncated
+DEAD_REASON = "x-sink-dead-reason"  # attempts-exhausted | permanent | undecodable
+REPLAYED = "x-sink-replayed"  # set when `dlq replay` puts a dead letter back

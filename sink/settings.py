@@ -1,0 +1,158 @@
+"""Settings: one frozen dataclass, read once from ``SINK_*`` environment variables.
+
+Every field has a default that works on a developer's machine with RabbitMQ and Redis on
+localhost. A malformed value stops start-up with a :class:`ConfigError` naming the variable.
+Secrets are never part of ``repr()``, so settings can be logged safely.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sink.errors import ConfigError
+
+T = TypeVar("T")
+
+DAY = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Callback secrets (one per Easemob callback rule); any of them validates a callback.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: RabbitMQ connection URL.
+    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
+    #: Prefix of every exchange and queue name, so several sinks can share one broker.
+    topology_prefix: str = "callback-sink"
+    #: Where per-handler dedup marks live: ``memory://`` (one process) or ``redis://…``.
+    dedup_url: str = field(default="memory://", repr=False)
+    #: How long a "done" mark is kept, seconds (longer than Easemob's 3-day re-send window).
+    dedup_ttl: float = 4 * DAY
+    #: How long a claim is held while a handler runs; also the handler time-out, seconds.
+    handler_timeout: float = 60.0
+    #: HTTP listen address and port of the ingress.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: HTTP path Easemob posts to.
+    path: str = "/callbacks"
+    #: Handler modules to load, comma-separated dotted paths (plus entry points).
+    handlers: tuple[str, ...] = ("handlers.log",)
+    #: Unacknowledged messages the broker hands one worker at a time.
+    prefetch: int = 64
+    #: Callbacks a worker processes at once.
+    concurrency: int = 32
+    #: Largest accepted body, bytes; larger ones get 413 before being read.
+    body_limit: int = 1024 * 1024
+    #: How long the ingress waits for a publisher confirm, seconds.
+    publish_timeout: float = 5.0
+    #: Retry delays for a failing handler, seconds: attempt n waits delays[n-1] (last repeats).
+    retry_delays: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0)
+    #: Deliveries of one callback before it is dead-lettered.
+    max_attempts: int = 5
+    #: How long a stopping worker lets running handlers finish, seconds.
+    shutdown_timeout: float = 30.0
+    #: ``json`` (one JSON object per line) or ``console`` (for people).
+    log_format: str = "json"
+    #: Minimum log level.
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``SINK_*`` variable; raise :class:`ConfigError` naming a bad one."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = f"SINK_{f.name.upper()}"
+            if var in env and env[var].strip() != "":
+                values[f.name] = _convert(var, env[var], _PARSERS[f.name])
+        if "secrets" not in values and env.get("SINK_SECRETS_FILE"):
+            values["secrets"] = _read_secrets("SINK_SECRETS_FILE", env["SINK_SECRETS_FILE"])
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field checks, each naming the variable at fault."""
+        if not self.dedup_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
+            raise ConfigError("SINK_DEDUP_URL must start with memory://, redis:// or rediss://")
+        if not self.amqp_url.startswith(("amqp://", "amqps://")):
+            raise ConfigError("SINK_AMQP_URL must start with amqp:// or amqps://")
+        if self.log_format not in ("json", "console"):
+            raise ConfigError("SINK_LOG_FORMAT must be json or console")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("SINK_LOG_LEVEL must be debug, info, warning or error")
+        if not self.path.startswith("/"):
+            raise ConfigError("SINK_PATH must start with /")
+        for name in ("prefetch", "concurrency", "body_limit", "max_attempts", "port"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SINK_{name.upper()} must be at least 1")
+        if not self.retry_delays or min(self.retry_delays) <= 0:
+            raise ConfigError("SINK_RETRY_DELAYS must be positive numbers of seconds")
+
+    def require_secrets(self) -> None:
+        """The ingress cannot verify anything without a secret."""
+        if not self.secrets:
+            raise ConfigError("no callback secret: set SINK_SECRETS or SINK_SECRETS_FILE")
+
+
+def _convert(var: str, raw: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(raw.strip())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _floats(raw: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in _csv(raw))
+
+
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        value = kind(raw)
+        if value <= 0:  # type: ignore[operator]
+            raise ValueError("must be greater than 0")
+        return value
+
+    return parse
+
+
+def _read_secrets(var: str, path: str) -> tuple[str, ...]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
+    secrets = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    if not secrets:
+        raise ConfigError(f"{var}: {path} holds no secret")
+    return secrets
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "secrets": _csv,
+    "amqp_url": str,
+    "topology_prefix": str,
+    "dedup_url": str,
+    "dedup_ttl": _positive(float),
+    "handler_timeout": _positive(float),
+    "host": str,
+    "port": int,
+    "path": str,
+    "handlers": _csv,
+    "prefetch": int,
+    "concurrency": int,
+    "body_limit": int,
+    "publish_timeout": _positive(float),
+    "retry_delays": _floats,
+    "max_attempts": int,
+    "shutdown_timeout": _positive(float),
+    "log_format": str.lower,
+    "log_level": str.lower,
+}

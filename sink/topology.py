@@ -1,0 +1,106 @@
+"""The durable RabbitMQ topology, declared in this one module.
+
+- ``{prefix}``: a durable topic exchange; the ingress publishes here with the event's
+  routing key (``muc.apply``), so other consumers can bind to just what they want.
+- ``{prefix}.work``: a durable quorum queue bound to everything (``#``); the workers eat it.
+- ``{prefix}.delay.{ms}``: one quorum queue per retry delay; its messages expire after the
+  delay and dead-letter straight back into the work queue.
+- ``{prefix}.dead``: a fanout exchange and a quorum queue holding dead letters.
+
+Every declaration is idempotent: whichever process starts first declares, later ones agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+#: Safety net only: the worker dead-letters on its own attempt count long before this, but a
+#: message that crashes worker processes outright (never settled) must not loop forever.
+DELIVERY_LIMIT = 20
+
+#: Quorum queues dead-letter with confirms only with these two arguments together.
+_AT_LEAST_ONCE: dict[str, Any] = {
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of every exchange and queue, derived from one prefix."""
+
+    prefix: str = "callback-sink"
+
+    @property
+    def exchange(self) -> str:
+        return self.prefix
+
+    @property
+    def work_queue(self) -> str:
+        return f"{self.prefix}.work"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.prefix}.dead"
+
+    def delay_queue(self, delay_ms: int) -> str:
+        return f"{self.prefix}.delay.{delay_ms}"
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare the exchanges and queues every process needs."""
+    exchange = await channel.declare_exchange(
+        topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dead_exchange = await channel.declare_exchange(
+        topology.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dead = await channel.declare_queue(
+        topology.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(dead_exchange, routing_key="#")
+    work = await channel.declare_queue(
+        topology.work_queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": topology.dead_exchange,
+            "x-delivery-limit": DELIVERY_LIMIT,
+            **_AT_LEAST_ONCE,
+        },
+    )
+    await work.bind(exchange, routing_key="#")
+
+
+async def declare_delay(channel: AbstractChannel, topology: Topology, delay_ms: int) -> str:
+    """Declare (idempotently) the delay queue for ``delay_ms`` and return its name."""
+    name = topology.delay_queue(delay_ms)
+    await channel.declare_queue(
+        name,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-message-ttl": delay_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": topology.work_queue,
+            **_AT_LEAST_ONCE,
+        },
+    )
+    return name
+
+
+async def delete(channel: AbstractChannel, topology: Topology, delays_ms: list[int]) -> None:
+    """Remove a topology (tests use a uuid prefix each and clean up after themselves)."""
+    for queue in (topology.work_queue, topology.dead_queue,
+                  *(topology.delay_queue(ms) for ms in delays_ms)):  # fmt: skip
+        await channel.queue_delete(queue)
+    for exchange in (topology.exchange, topology.dead_exchange):
+        await channel.exchange_delete(exchange)

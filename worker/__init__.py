@@ -1,0 +1,1 @@
+"""The worker: consume callbacks from RabbitMQ, claim, dispatch to handlers, settle."""

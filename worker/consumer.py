@@ -1,0 +1,183 @@
+"""The worker process: connect, declare, consume, and stop gracefully.
+
+Each delivery runs the visible pipeline of :func:`Worker.handle`:
+decode → claim + dispatch (:mod:`worker.pipeline`) → settle (:mod:`worker.settle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from structlog.contextvars import bound_contextvars
+
+from handlers.registry import Registry
+from sink import headers, logs
+from sink.errors import DecodeError, DedupUnavailable
+from sink.events import Event, decode
+from sink.settings import Settings
+from sink.topology import Topology, declare
+from worker.dedup import DedupStore
+from worker.pipeline import dispatch
+from worker.settle import Settler, now_iso
+
+log = logs.get("worker")
+
+#: How often a paused worker checks whether the dedup store is back, seconds.
+DEDUP_PROBE_INTERVAL = 1.0
+
+
+class Worker:
+    """Consumes the work queue; ``async with Worker(...)`` starts and stops it."""
+
+    def __init__(self, settings: Settings, registry: Registry, store: DedupStore) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.topology = Topology(settings.topology_prefix)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._settler: Settler | None = None
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._paused = asyncio.Lock()
+        self._stopping = False
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        await declare(channel, self.topology)
+        self._settler = Settler(channel, self.topology, self.settings)
+        self._queue = await channel.get_queue(self.topology.work_queue, ensure=False)
+        await self._consume()
+        log.info(
+            "worker.started",
+            queue=self.topology.work_queue,
+            handlers=[h.name for h in self.registry.handlers],
+            prefetch=self.settings.prefetch,
+            concurrency=self.settings.concurrency,
+        )
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        self._consumer_tag = await self._queue.consume(self._on_message)
+
+    async def _cancel(self) -> None:
+        if self._queue is not None and self._consumer_tag is not None:
+            tag, self._consumer_tag = self._consumer_tag, None
+            with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
+                await self._queue.cancel(tag)
+
+    async def stop(self) -> None:
+        """Stop taking messages, let running handlers finish (bounded), then close."""
+        self._stopping = True
+        await self._cancel()
+        if self._inflight:
+            log.info("worker.draining", inflight=len(self._inflight))
+            _, pending = await asyncio.wait(
+                set(self._inflight), timeout=self.settings.shutdown_timeout
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("worker.drain_timeout", cancelled=len(pending))
+                await asyncio.wait(pending, timeout=5)
+        if self._connection is not None:
+            await self._connection.close()
+        await self.store.close()
+        log.info("worker.stopped")
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            async with self._slots:
+                await self.handle(message)
+        finally:
+            self._inflight.discard(task)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """decode → claim → dispatch → settle, for one delivery."""
+        assert self._settler is not None
+        try:
+            event = decode(message.body)
+        except DecodeError as exc:
+            await self._undecodable(message, exc)
+            return
+        with bound_contextvars(call_id=event.call_id, event_name=event.name):
+            try:
+                outcome = await dispatch(
+                    event,
+                    self.registry.for_event(event.name),
+                    self.store,
+                    handler_timeout=self.settings.handler_timeout,
+                    done_ttl=self.settings.dedup_ttl,
+                )
+            except DedupUnavailable as exc:
+                await self._requeue(message, event, str(exc))
+                return
+            try:
+                await self._settler.settle(message, outcome)
+            except (AMQPError, ChannelInvalidStateError, RuntimeError) as exc:
+                # The channel died under us: the broker redelivers the message and the
+                # dedup marks keep the handlers that already succeeded from running again.
+                log.warning("callback.settle_failed", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
+                    await message.nack(requeue=True)
+
+    async def _undecodable(self, message: AbstractIncomingMessage, exc: DecodeError) -> None:
+        assert self._settler is not None
+        log.error("callback.undecodable", message_id=message.message_id, error=str(exc))
+        try:
+            await self._settler.dead_letter(
+                message,
+                "undecodable",
+                {headers.ERROR_TYPE: "DecodeError", headers.ERROR: str(exc)[:500],
+                 headers.LAST_FAILURE: now_iso()},
+            )  # fmt: skip
+            await message.ack()
+        except (AMQPError, ChannelInvalidStateError, RuntimeError):
+            with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
+                await message.reject(requeue=False)  # the queue's own dead-letter route
+
+    async def _requeue(self, message: AbstractIncomingMessage, event: Event, why: str) -> None:
+        """No claim is possible: give the message back and pause until the store is back."""
+        log.error("dedup.unavailable", error=why)
+        with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
+            await message.nack(requeue=True)
+        if not self._paused.locked():
+            asyncio.get_running_loop().create_task(self._pause_until_store_is_back())
+
+    async def _pause_until_store_is_back(self) -> None:
+        async with self._paused:
+            await self._cancel()
+            while not self._stopping:
+                try:
+                    await self.store.ping()
+                    break
+                except DedupUnavailable:
+                    await asyncio.sleep(DEDUP_PROBE_INTERVAL)
+            if not self._stopping:
+                log.info("dedup.recovered")
+                await self._consume()

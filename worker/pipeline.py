@@ -1,0 +1,103 @@
+"""decode → claim → dispatch: what happens to one delivery before it is settled.
+
+Each step is a small function; :mod:`worker.settle` decides ack / retry / dead-letter from
+the :class:`Outcome` these return. Handlers never see the AMQP message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from handlers.registry import Handler
+from sink import logs
+from sink.errors import DedupUnavailable
+from sink.events import Event
+from worker.dedup import Claim, DedupStore, State
+
+log = logs.get("worker")
+
+#: Extra lease beyond the handler time-out, so a claim never expires under a live handler.
+LEASE_MARGIN = 30.0
+
+
+class Result(enum.Enum):
+    OK = "ok"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    BUSY = "busy"  # another worker is running it right now
+
+
+@dataclass
+class HandlerResult:
+    handler: Handler
+    result: Result
+    duration_ms: float = 0.0
+    error: BaseException | None = None
+
+
+@dataclass
+class Outcome:
+    event: Event
+    results: list[HandlerResult] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[HandlerResult]:
+        return [r for r in self.results if r.result is Result.FAILED]
+
+    @property
+    def busy(self) -> bool:
+        return any(r.result is Result.BUSY for r in self.results)
+
+
+async def dispatch(
+    event: Event,
+    handlers: Sequence[Handler],
+    store: DedupStore,
+    *,
+    handler_timeout: float,
+    done_ttl: float,
+) -> Outcome:
+    """Claim and run every subscribed handler, one after another.
+
+    :class:`DedupUnavailable` propagates: without a claim no handler may run.
+    """
+    outcome = Outcome(event)
+    for handler in handlers:
+        outcome.results.append(await _run_one(event, handler, store, handler_timeout, done_ttl))
+    return outcome
+
+
+async def _run_one(
+    event: Event, handler: Handler, store: DedupStore, limit: float, done_ttl: float
+) -> HandlerResult:
+    claim = await store.claim(event.dedup_key, handler.name, limit + LEASE_MARGIN)
+    if claim.state is State.DONE:
+        return HandlerResult(handler, Result.DUPLICATE)
+    if claim.state is State.BUSY:
+        return HandlerResult(handler, Result.BUSY)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            await handler.func(event)
+    except asyncio.CancelledError:
+        await _release_quietly(store, event, handler, claim)
+        raise
+    except Exception as exc:
+        await store.release(event.dedup_key, handler.name, claim)
+        return HandlerResult(handler, Result.FAILED, _ms(started), exc)
+    await store.done(event.dedup_key, handler.name, claim, done_ttl)
+    return HandlerResult(handler, Result.OK, _ms(started))
+
+
+async def _release_quietly(store: DedupStore, event: Event, handler: Handler, claim: Claim) -> None:
+    with contextlib.suppress(DedupUnavailable):  # the lease expires on its own anyway
+        await store.release(event.dedup_key, handler.name, claim)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
