@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from easemob.cli import register as register_easemob_commands
 from sink import logs, service
 from sink.errors import ConfigError
 from sink.examples import load_examples, resign
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         "so that a second run is not deduplicated away)",
     )
     p.set_defaults(command=_send)
+    register_easemob_commands(sub)
     return parser
 
 

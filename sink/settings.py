@@ -49,6 +49,10 @@ class Settings:
     body_limit: int = 1024 * 1024
     #: How long the ingress waits for a publisher confirm, seconds.
     publish_timeout: float = 5.0
+    #: Directory of the ingress's outage spool (callbacks kept on disk while RabbitMQ is down).
+    spool_dir: str = "var/spool"
+    #: Most bytes the spool may hold; only when it is full does the ingress answer 503.
+    spool_max_bytes: int = 1024 * 1024 * 1024
     #: Retry delays for a failing handler, seconds: attempt n waits delays[n-1] (last repeats).
     retry_delays: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0)
     #: Deliveries of one callback before it is dead-lettered.
@@ -150,6 +154,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "concurrency": int,
     "body_limit": int,
     "publish_timeout": _positive(float),
+    "spool_dir": str,
+    "spool_max_bytes": _positive(int),
     "retry_delays": _floats,
     "max_attempts": int,
     "shutdown_timeout": _positive(float),

@@ -1,0 +1,1 @@
+"""Easemob's group REST API: an async client, and a local emulator of the service."""
