@@ -177,12 +177,12 @@ class Recorder:
     def of(self, handler: str) -> list[Event]:
         return [event for name, event in self.calls if name == handler]
 
-    async def wait_for(self, count: int, timeout: float = 20.0) -> None:
+    async def wait_for(self, count: int, within: float = 20.0) -> None:
         async def enough() -> None:
             async with self._changed:
                 await self._changed.wait_for(lambda: len(self.calls) >= count)
 
-        await asyncio.wait_for(enough(), timeout)
+        await asyncio.wait_for(enough(), within)
 
 
 @pytest.fixture
