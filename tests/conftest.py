@@ -7,6 +7,7 @@ up after itself. A missing service skips the test locally and fails it under ``C
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,6 +40,12 @@ TEST_DELAYS = (0.2, 0.4)
 logs.configure("console", "debug")
 
 
+def _handshake(check: Callable[[], Awaitable[None]]) -> None:
+    """Run an async handshake to completion from sync code, even inside a running loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, check()).result()  # type: ignore[arg-type]
+
+
 def _unavailable(what: str, exc: BaseException) -> None:
     message = f"{what} is not reachable: {exc}"
     if os.environ.get("CI") == "true":
@@ -53,7 +60,7 @@ def amqp_url() -> str:
         await connection.close()
 
     try:
-        asyncio.run(handshake())
+        _handshake(handshake)
     except Exception as exc:
         _unavailable("RabbitMQ", exc)
     return AMQP_URL
@@ -69,7 +76,7 @@ def redis_url() -> str:
             await client.aclose()
 
     try:
-        asyncio.run(handshake())
+        _handshake(handshake)
     except Exception as exc:
         _unavailable("Redis", exc)
     return REDIS_URL
@@ -106,10 +113,7 @@ async def settings(amqp_url: str, prefix: str) -> AsyncIterator[Settings]:
 async def redis_store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
     store = RedisStore(redis_url, prefix)
     yield store
-    client = aioredis.Redis.from_url(redis_url)
-    async for key in client.scan_iter(f"{prefix}:*"):
-        await client.delete(key)
-    await client.aclose()
+    await store.purge()
     await store.close()
 
 

@@ -147,6 +147,13 @@ class RedisStore:
         except RedisError as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
 
+    async def purge(self) -> int:
+        """Delete every mark under this store's prefix (tests and `make clean` use it)."""
+        removed = 0
+        async for key in self._redis.scan_iter(f"{self._prefix}:dedup:*", count=1000):
+            removed += await self._redis.delete(key)
+        return removed
+
     async def ping(self) -> None:
         try:
             await self._redis.ping()

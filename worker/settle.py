@@ -57,6 +57,8 @@ class Settler:
             outcome_name = "dead" if dead and r.result is Result.FAILED else r.result.value
             log.info(
                 "callback.handled",
+                call_id=outcome.event.call_id,
+                event_name=outcome.event.name,
                 handler=r.handler.name,
                 outcome=outcome_name,
                 duration_ms=r.duration_ms,

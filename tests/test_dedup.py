@@ -1,0 +1,75 @@
+"""Both dedup stores keep per-handler claims: atomic, leased, and marked done with a TTL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from worker.dedup import DedupStore, MemoryStore, RedisStore, State
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[DedupStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    redis_store = RedisStore(request.getfixturevalue("redis_url"), prefix)
+    yield redis_store
+    await redis_store.purge()
+    await redis_store.close()
+
+
+async def test_the_first_claim_wins_and_a_live_lease_makes_others_wait(store: DedupStore) -> None:
+    first = await store.claim("call-1", "h", lease=30)
+    second = await store.claim("call-1", "h", lease=30)
+    assert first.state is State.CLAIMED
+    assert second.state is State.BUSY
+
+
+async def test_a_done_mark_makes_every_later_claim_a_duplicate(store: DedupStore) -> None:
+    claim = await store.claim("call-1", "h", lease=30)
+    await store.done("call-1", "h", claim, ttl=60)
+    assert (await store.claim("call-1", "h", lease=30)).state is State.DONE
+
+
+async def test_marks_are_per_handler(store: DedupStore) -> None:
+    claim = await store.claim("call-1", "a", lease=30)
+    await store.done("call-1", "a", claim, ttl=60)
+    assert (await store.claim("call-1", "b", lease=30)).state is State.CLAIMED
+
+
+async def test_a_released_claim_can_be_taken_again(store: DedupStore) -> None:
+    claim = await store.claim("call-1", "h", lease=30)
+    await store.release("call-1", "h", claim)
+    assert (await store.claim("call-1", "h", lease=30)).state is State.CLAIMED
+
+
+async def test_an_expired_lease_can_be_claimed_by_someone_else(store: DedupStore) -> None:
+    await store.claim("call-1", "h", lease=0.05)
+    await asyncio.sleep(0.1)
+    assert (await store.claim("call-1", "h", lease=30)).state is State.CLAIMED
+
+
+async def test_a_done_mark_expires_after_its_ttl(store: DedupStore) -> None:
+    claim = await store.claim("call-1", "h", lease=30)
+    await store.done("call-1", "h", claim, ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert (await store.claim("call-1", "h", lease=30)).state is State.CLAIMED
+
+
+async def test_a_stale_owner_cannot_release_a_newer_claim(store: DedupStore) -> None:
+    stale = await store.claim("call-1", "h", lease=0.05)
+    await asyncio.sleep(0.1)
+    fresh = await store.claim("call-1", "h", lease=30)
+    await store.release("call-1", "h", stale)
+    assert fresh.state is State.CLAIMED
+    assert (await store.claim("call-1", "h", lease=30)).state is State.BUSY
+
+
+async def test_concurrent_claims_on_redis_yield_exactly_one_winner(
+    redis_store: RedisStore,
+) -> None:
+    claims = await asyncio.gather(*(redis_store.claim("race", "h", lease=30) for _ in range(50)))
+    assert sum(c.state is State.CLAIMED for c in claims) == 1

@@ -1,0 +1,112 @@
+"""The worker retries with backoff, dead-letters with reasons, and logs one line per handler."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from sink import headers
+from sink.errors import PermanentError, Retry
+from sink.events import Event
+from sink.settings import Settings
+from tests.broker import publish_raw, take_all
+from tests.conftest import Recorder, callback, post, signed
+
+Client = TestClient[Any, Any]
+
+
+async def always_fail(event: Event) -> None:
+    raise ValueError("the CRM said no")
+
+
+async def test_a_handler_that_always_fails_is_dead_lettered_after_the_last_attempt(
+    ingress: Client, settings: Settings, start_worker: Any, recorder: Recorder
+) -> None:
+    await start_worker(
+        recorder.handler("tests.ok"), recorder.handler("tests.broken", behaviour=always_fail)
+    )
+    with capture_logs() as logs:
+        assert await post(ingress, signed(callback("XXXX#XXXX_doomed"))) == 200
+        [dead] = await take_all(settings.amqp_url, f"{settings.topology_prefix}.dead", 1)
+    h = dead.headers
+    assert dead.message_id == "XXXX#XXXX_doomed"
+    assert h[headers.FAILED_HANDLERS] == "tests.broken"
+    assert h[headers.ERROR_TYPE] == "ValueError"
+    assert h[headers.ERROR] == "the CRM said no"
+    assert h[headers.ATTEMPT] == settings.max_attempts == 3
+    assert h[headers.DEAD_REASON] == "attempts-exhausted"
+    assert h[headers.FIRST_FAILURE] <= h[headers.LAST_FAILURE]
+    handled = [
+        (line["handler"], line["outcome"]) for line in logs if line["event"] == "callback.handled"
+    ]
+    assert handled.count(("tests.ok", "ok")) == 1
+    assert handled.count(("tests.ok", "duplicate")) == 2
+    assert handled.count(("tests.broken", "failed")) == 2
+    assert handled.count(("tests.broken", "dead")) == 1
+    assert len(recorder.of("tests.ok")) == 1
+
+
+async def test_a_permanent_error_is_dead_lettered_at_once(
+    ingress: Client, settings: Settings, start_worker: Any, recorder: Recorder
+) -> None:
+    async def refuse(event: Event) -> None:
+        raise PermanentError("malformed group id")
+
+    await start_worker(recorder.handler("tests.refuse", behaviour=refuse))
+    assert await post(ingress, signed(callback("XXXX#XXXX_perm"))) == 200
+    [dead] = await take_all(settings.amqp_url, f"{settings.topology_prefix}.dead", 1)
+    assert dead.headers[headers.ATTEMPT] == 1
+    assert dead.headers[headers.DEAD_REASON] == "permanent"
+
+
+async def test_a_handler_can_choose_its_retry_delay(
+    ingress: Client, start_worker: Any, recorder: Recorder
+) -> None:
+    calls: list[float] = []
+
+    async def later(event: Event) -> None:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            raise Retry("rate limited", delay=0.05)
+
+    await start_worker(recorder.handler("tests.later", behaviour=later))
+    assert await post(ingress, signed(callback())) == 200
+    await recorder.wait_for(1)
+    assert len(calls) == 2
+    assert calls[1] - calls[0] < TEST_LONGEST_TIER
+
+
+TEST_LONGEST_TIER = 0.4  # conftest's tiers are 0.2 s then 0.4 s: a 0.05 s delay beats both
+
+
+async def test_garbage_on_the_queue_is_dead_lettered_and_the_stream_behind_flows(
+    ingress: Client, settings: Settings, start_worker: Any, recorder: Recorder
+) -> None:
+    await start_worker(recorder.handler("tests.all"))
+    await publish_raw(settings.amqp_url, f"{settings.topology_prefix}.work", b"\x00\xffnot json")
+    for _ in range(5):
+        assert await post(ingress, signed(callback())) == 200
+    await recorder.wait_for(5)
+    [dead] = await take_all(settings.amqp_url, f"{settings.topology_prefix}.dead", 1)
+    assert dead.body == b"\x00\xffnot json"
+    assert dead.headers[headers.DEAD_REASON] == "undecodable"
+
+
+async def test_each_callback_and_handler_gets_exactly_one_handled_line(
+    ingress: Client, start_worker: Any, recorder: Recorder
+) -> None:
+    await start_worker(recorder.handler("tests.one"), recorder.handler("tests.two"))
+    with capture_logs() as logs:
+        assert await post(ingress, signed(callback("XXXX#XXXX_logged"))) == 200
+        await recorder.wait_for(2)
+        await asyncio.sleep(0.2)
+    handled = [line for line in logs if line["event"] == "callback.handled"]
+    assert sorted(line["handler"] for line in handled) == ["tests.one", "tests.two"]
+    for line in handled:
+        assert line["call_id"] == "XXXX#XXXX_logged"
+        assert line["event_name"] == "muc:apply"
+        assert line["outcome"] == "ok"
+        assert line["duration_ms"] >= 0
