@@ -12,4 +12,5 @@ FAILED_HANDLERS = "x-sink-failed-handlers"  # comma-separated handler names
 ERROR_TYPE = "x-sink-error-type"  # exception class of the (first) failed handler
 ERROR = "x-sink-error"  # its message, truncated
 DEAD_REASON = "x-sink-dead-reason"  # attempts-exhausted | permanent | undecodable
+SETTLED = "x-sink-settled"  # handlers already done for this callback: a retry skips them
 REPLAYED = "x-sink-replayed"  # set when `dlq replay` puts a dead letter back

@@ -27,7 +27,7 @@ from sink.settings import Settings
 from sink.topology import Topology, declare
 from worker.dedup import DedupStore
 from worker.pipeline import dispatch
-from worker.settle import Settler, now_iso
+from worker.settle import Settler, now_iso, settled_of
 
 log = logs.get("worker")
 
@@ -133,6 +133,7 @@ class Worker:
                     self.store,
                     handler_timeout=self.settings.handler_timeout,
                     done_ttl=self.settings.dedup_ttl,
+                    settled=settled_of(message),
                 )
             except DedupUnavailable as exc:
                 await self._requeue(message, event, str(exc))

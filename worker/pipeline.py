@@ -43,7 +43,14 @@ class HandlerResult:
 @dataclass
 class Outcome:
     event: Event
+    settled_before: frozenset[str] = frozenset()
     results: list[HandlerResult] = field(default_factory=list)
+
+    @property
+    def settled(self) -> frozenset[str]:
+        """Handlers known done for this callback after this delivery."""
+        done = {r.handler.name for r in self.results if r.result in (Result.OK, Result.DUPLICATE)}
+        return self.settled_before | done
 
     @property
     def failures(self) -> list[HandlerResult]:
@@ -61,13 +68,18 @@ async def dispatch(
     *,
     handler_timeout: float,
     done_ttl: float,
+    settled: frozenset[str] = frozenset(),
 ) -> Outcome:
-    """Claim and run every subscribed handler, one after another.
+    """Claim and run every subscribed handler not already ``settled``, one after another.
 
-    :class:`DedupUnavailable` propagates: without a claim no handler may run.
+    ``settled`` names the handlers an earlier delivery of this very message saw done; a
+    retry skips them outright. :class:`DedupUnavailable` propagates: without a claim no
+    handler may run.
     """
-    outcome = Outcome(event)
+    outcome = Outcome(event, settled)
     for handler in handlers:
+        if handler.name in settled:
+            continue
         outcome.results.append(await _run_one(event, handler, store, handler_timeout, done_ttl))
     return outcome
 

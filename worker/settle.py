@@ -73,7 +73,7 @@ class Settler:
             delay = self._delay_for(attempt, [f.error for f in failures])
             await self.retry(message, delay, attempt + 1, _failure_headers(message, outcome))
         elif outcome.busy:
-            await self.retry(message, BUSY_DELAY, attempt, {})
+            await self.retry(message, BUSY_DELAY, attempt, _settled_header(outcome))
         await message.ack()
 
     def _delay_for(self, attempt: int, errors: list[BaseException | None]) -> float:
@@ -123,11 +123,22 @@ def copy_of(message: AbstractIncomingMessage, extra: dict[str, Any]) -> aio_pika
     )
 
 
+def settled_of(message: AbstractIncomingMessage) -> frozenset[str]:
+    value = (message.headers or {}).get(headers.SETTLED, "")
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return frozenset(name for name in text.split(",") if name)
+
+
+def _settled_header(outcome: Outcome) -> dict[str, Any]:
+    return {headers.SETTLED: ",".join(sorted(outcome.settled))}
+
+
 def _failure_headers(message: AbstractIncomingMessage, outcome: Outcome) -> dict[str, Any]:
     failures = outcome.failures
     first = failures[0].error
     stamp = now_iso()
     return {
+        **_settled_header(outcome),
         headers.FAILED_HANDLERS: ",".join(f.handler.name for f in failures),
         headers.ERROR_TYPE: type(first).__name__,
         headers.ERROR: _text(first),

@@ -1,0 +1,79 @@
+"""Real worker processes sharing Redis run each handler once per callback, whoever gets it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from sink.settings import Settings
+from tests.conftest import callback, post, signed
+from tests.processes import SinkProcess
+
+Client = TestClient[Any, Any]
+COPIES = 5
+CALLBACKS = 40
+
+
+@pytest.fixture
+async def record_key(redis_url: str) -> AsyncIterator[str]:
+    key = f"test-record-{uuid.uuid4().hex[:12]}"
+    yield key
+    client = aioredis.Redis.from_url(redis_url)
+    await client.delete(key)
+    await client.aclose()
+
+
+def worker_env(settings: Settings, redis_url: str, record_key: str) -> dict[str, str]:
+    return {
+        "SINK_AMQP_URL": settings.amqp_url,
+        "SINK_TOPOLOGY_PREFIX": settings.topology_prefix,
+        "SINK_DEDUP_URL": redis_url,
+        "SINK_HANDLERS": "tests.recording",
+        "SINK_RETRY_DELAYS": "0.2,0.4",
+        "SINK_TEST_RECORD_KEY": record_key,
+        "SINK_TEST_REDIS_URL": redis_url,
+    }
+
+
+async def test_two_worker_processes_sharing_redis_run_each_handler_once(
+    ingress: Client, settings: Settings, redis_url: str, record_key: str
+) -> None:
+    env = worker_env(settings, redis_url, record_key)
+    workers = [SinkProcess("worker", env), SinkProcess("worker", env)]
+    try:
+        await asyncio.gather(*(w.start("worker.started") for w in workers))
+        bodies = [signed(callback()) for _ in range(CALLBACKS)]
+        statuses = await asyncio.gather(
+            *(post(ingress, body) for body in bodies for _ in range(COPIES))
+        )
+        assert statuses == [200] * (CALLBACKS * COPIES)
+
+        # Every copy is accounted for: one "ok" and COPIES-1 "duplicate" per callback and handler.
+        def outcomes(kind: str) -> int:
+            return sum(
+                line.get("outcome") == kind
+                for w in workers
+                for line in w.events("callback.handled")
+            )
+
+        async with asyncio.timeout(60):
+            while outcomes("ok") + outcomes("duplicate") < CALLBACKS * COPIES * 2:
+                await asyncio.sleep(0.1)
+        assert outcomes("ok") == CALLBACKS * 2
+        assert outcomes("duplicate") == CALLBACKS * (COPIES - 1) * 2
+        assert all(w.events("callback.handled") for w in workers), "both workers took a share"
+
+        client = aioredis.Redis.from_url(redis_url)
+        counts = await client.hgetall(record_key)
+        await client.aclose()
+        assert len(counts) == CALLBACKS * 2
+        assert {int(v) for v in counts.values()} == {1}
+    finally:
+        for w in workers:
+            await w.kill()
