@@ -19,8 +19,9 @@ CLI = [sys.executable, "-m", "sink"]
 class SinkProcess:
     """One ``callback-sink <command>`` subprocess whose JSON log lines are collected."""
 
-    def __init__(self, command: str, env: Mapping[str, str]) -> None:
+    def __init__(self, command: str, env: Mapping[str, str], cwd: Path = ROOT) -> None:
         self.command = command
+        self.cwd = cwd
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "SINK_LOG_FORMAT": "json", **env}
         self.lines: list[dict[str, object]] = []
         self.process: asyncio.subprocess.Process | None = None
@@ -29,7 +30,7 @@ class SinkProcess:
 
     async def start(self, ready_event: str, within: float = 30.0) -> SinkProcess:
         self.process = await asyncio.create_subprocess_exec(
-            *CLI, self.command, env=self.env, cwd=ROOT,
+            *CLI, self.command, env=self.env, cwd=self.cwd,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
