@@ -19,6 +19,8 @@ from sink import logs, service
 from sink.errors import ConfigError
 from sink.examples import load_examples, resign
 from sink.settings import Settings
+from sink.topology import Topology
+from worker.dlq import DeadLetters, render
 
 #: Where `callback-sink run` keeps the development secret it generates (current directory).
 DEV_SECRET_FILE = Path(".sink-dev-secret")
@@ -72,8 +74,90 @@ def _parser() -> argparse.ArgumentParser:
         "so that a second run is not deduplicated away)",
     )
     p.set_defaults(command=_send)
+    _dlq_parser(sub)
     register_easemob_commands(sub)
     return parser
+
+
+def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = sub.add_parser("dlq", help="look at, replay or purge dead letters")
+    verbs = dlq.add_subparsers(title="dlq commands", required=True)
+    p = verbs.add_parser("list", help="one line per dead letter: call id, event, handler, error")
+    p.set_defaults(command=_dlq_list)
+    p = verbs.add_parser("show", help="a dead letter's failure headers and whole callback")
+    p.add_argument("call_id")
+    p.set_defaults(command=_dlq_show)
+    for verb, command, what in (
+        ("replay", _dlq_replay, "put dead letters back into the work queue; only the "
+         "handlers that failed run again"),
+        ("purge", _dlq_purge, "delete dead letters for good (needs --yes)"),
+    ):  # fmt: skip
+        p = verbs.add_parser(verb, help=what)
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("call_id", nargs="?", help="one callback, by call id")
+        which.add_argument("--all", action="store_true", help="every dead letter")
+        which.add_argument("--event", help="those of one event name, e.g. muc:apply")
+        which.add_argument("--handler", help="those whose failed handlers include this one")
+        if verb == "purge":
+            p.add_argument("--yes", action="store_true", help="confirm the deletion")
+        p.set_defaults(command=command)
+
+
+def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
+            letters = await q.letters()
+        print(f"{'CALL ID':40} {'EVENT':24} {'HANDLER':32} {'ATT':>3} {'AGE':>5}  ERROR")
+        for d in letters:
+            print(f"{d.call_id:40} {d.event_name:24} {d.handlers or '-':32} {d.attempts:>3} "
+                  f"{d.age():>5}  {d.reason}: {d.error}"[:240])  # fmt: skip
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _dlq_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
+            found = [d for d in await q.letters() if d.call_id == args.call_id]
+        for letter in found:
+            print(render(letter))
+        if not found:
+            print(f"no dead letter with call id {args.call_id}", file=sys.stderr)
+        return 0 if found else 1
+
+    return asyncio.run(run())
+
+
+def _dlq_select(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"call_id": args.call_id, "event": args.event, "handler": args.handler}
+
+
+def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
+            done = await q.replay(**_dlq_select(args))
+        for d in done:
+            print(f"replayed {d.call_id} {d.event_name} ({d.handlers})")
+        print(f"{len(done)} dead letter(s) replayed")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.yes:
+        print("dlq purge deletes dead letters for good: add --yes to confirm", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
+            done = await q.purge(**_dlq_select(args))
+        print(f"{len(done)} dead letter(s) purged")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _ingress(args: argparse.Namespace, settings: Settings) -> int:
