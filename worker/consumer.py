@@ -113,6 +113,10 @@ class Worker:
         self._inflight.add(task)
         try:
             async with self._slots:
+                if self._stopping:  # prefetched but not started: let another worker have it
+                    with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
+                        await message.nack(requeue=True)
+                    return
                 await self.handle(message)
         finally:
             self._inflight.discard(task)

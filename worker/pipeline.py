@@ -102,8 +102,27 @@ async def _run_one(
     except Exception as exc:
         await store.release(event.dedup_key, handler.name, claim)
         return HandlerResult(handler, Result.FAILED, _ms(started), exc)
-    await store.done(event.dedup_key, handler.name, claim, done_ttl)
+    await _mark_done(store, event, handler, claim, done_ttl, patience=limit)
     return HandlerResult(handler, Result.OK, _ms(started))
+
+
+async def _mark_done(
+    store: DedupStore, event: Event, handler: Handler, claim: Claim, ttl: float, patience: float
+) -> None:
+    """The handler succeeded: its done mark must land, or a redelivery would run it again.
+    Ride out a short store outage (a Redis restart) within the claim's lease."""
+    delay = 0.05
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await store.done(event.dedup_key, handler.name, claim, ttl)
+            return
+        except DedupUnavailable as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("dedup.mark_retry", handler=handler.name, error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def _release_quietly(store: DedupStore, event: Event, handler: Handler, claim: Claim) -> None:
