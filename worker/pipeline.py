@@ -21,8 +21,11 @@ from worker.dedup import Claim, DedupStore, State
 
 log = logs.get("worker")
 
-#: Extra lease beyond the handler time-out, so a claim never expires under a live handler.
-LEASE_MARGIN = 30.0
+#: A claim's lease, in handler time-outs: the handler is cancelled after one, and the rest
+#: leaves room to write its done mark through a short dedup-store outage.
+LEASE_FACTOR = 2.0
+#: Of that rest, how long a successful handler's done mark may be retried, in time-outs.
+DONE_PATIENCE = 0.9
 
 
 class Result(enum.Enum):
@@ -87,7 +90,7 @@ async def dispatch(
 async def _run_one(
     event: Event, handler: Handler, store: DedupStore, limit: float, done_ttl: float
 ) -> HandlerResult:
-    claim = await store.claim(event.dedup_key, handler.name, limit + LEASE_MARGIN)
+    claim = await store.claim(event.dedup_key, handler.name, limit * LEASE_FACTOR)
     if claim.state is State.DONE:
         return HandlerResult(handler, Result.DUPLICATE)
     if claim.state is State.BUSY:
@@ -102,7 +105,7 @@ async def _run_one(
     except Exception as exc:
         await store.release(event.dedup_key, handler.name, claim)
         return HandlerResult(handler, Result.FAILED, _ms(started), exc)
-    await _mark_done(store, event, handler, claim, done_ttl, patience=limit)
+    await _mark_done(store, event, handler, claim, done_ttl, patience=limit * DONE_PATIENCE)
     return HandlerResult(handler, Result.OK, _ms(started))
 
 
