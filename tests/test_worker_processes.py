@@ -3,48 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from sink.settings import Settings
 from tests.conftest import callback, post, signed
 from tests.processes import SinkProcess
+from tests.recording import read_records
 
 Client = TestClient[Any, Any]
 COPIES = 5
 CALLBACKS = 40
 
 
-@pytest.fixture
-async def record_key(redis_url: str) -> AsyncIterator[str]:
-    key = f"test-record-{uuid.uuid4().hex[:12]}"
-    yield key
-    client = aioredis.Redis.from_url(redis_url)
-    await client.delete(key)
-    await client.aclose()
-
-
-def worker_env(settings: Settings, redis_url: str, record_key: str) -> dict[str, str]:
+def worker_env(settings: Settings, redis_url: str, record_dir: Path) -> dict[str, str]:
     return {
         "SINK_AMQP_URL": settings.amqp_url,
         "SINK_TOPOLOGY_PREFIX": settings.topology_prefix,
         "SINK_DEDUP_URL": redis_url,
         "SINK_HANDLERS": "tests.recording",
         "SINK_RETRY_DELAYS": "0.2,0.4",
-        "SINK_TEST_RECORD_KEY": record_key,
-        "SINK_TEST_REDIS_URL": redis_url,
+        "SINK_TEST_RECORD_DIR": str(record_dir),
     }
 
 
 async def test_two_worker_processes_sharing_redis_run_each_handler_once(
-    ingress: Client, settings: Settings, redis_url: str, record_key: str
+    ingress: Client, settings: Settings, redis_url: str, tmp_path: Path
 ) -> None:
-    env = worker_env(settings, redis_url, record_key)
+    env = worker_env(settings, redis_url, tmp_path)
     workers = [SinkProcess("worker", env), SinkProcess("worker", env)]
     try:
         await asyncio.gather(*(w.start("worker.started") for w in workers))
@@ -69,11 +57,9 @@ async def test_two_worker_processes_sharing_redis_run_each_handler_once(
         assert outcomes("duplicate") == CALLBACKS * (COPIES - 1) * 2
         assert all(w.events("callback.handled") for w in workers), "both workers took a share"
 
-        client = aioredis.Redis.from_url(redis_url)
-        counts = await client.hgetall(record_key)
-        await client.aclose()
+        counts = read_records(tmp_path)
         assert len(counts) == CALLBACKS * 2
-        assert {int(v) for v in counts.values()} == {1}
+        assert set(counts.values()) == {1}
     finally:
         for w in workers:
             await w.kill()
