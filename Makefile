@@ -28,8 +28,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The fault-injection scenarios stop and start RabbitMQ and Redis: they run last, on their own.
 test: install services lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not faults"
+	$(BIN)/pytest -m faults -s
 
 bench: install services
 	$(BIN)/python bench/throughput.py

@@ -1,0 +1,27 @@
+"""The README stays a complete user's document: every setting and every event name in it."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from sink import names
+from sink.settings import Settings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [f"SINK_{f.name.upper()}" for f in fields(Settings)]
+    missing = [var for var in missing if f"`{var}`" not in README]
+    assert missing == []
+
+
+def test_every_event_name_is_documented() -> None:
+    missing = [name for name in sorted(names.KNOWN_NAMES) if f"`{name}`" not in README]
+    missing = [n for n in missing if not n.endswith(":unknown")]  # documented as <family>:unknown
+    assert missing == []
+
+
+def test_the_quick_start_shows_the_two_commands() -> None:
+    assert "make run" in README and "make test" in README
