@@ -22,11 +22,11 @@ from structlog.contextvars import bound_contextvars
 from handlers.registry import Registry
 from sink import headers, logs
 from sink.errors import DecodeError, DedupUnavailable
-from sink.events import Event, decode
+from sink.events import decode
 from sink.settings import Settings
 from sink.topology import Topology, declare
 from worker.dedup import DedupStore
-from worker.pipeline import dispatch
+from worker.pipeline import Outcome, Result, dispatch
 from worker.settle import Settler, now_iso, settled_of
 
 log = logs.get("worker")
@@ -50,7 +50,7 @@ class Worker:
         self._settler: Settler | None = None
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
-        self._paused = asyncio.Lock()
+        self._pause_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def __aenter__(self) -> Worker:
@@ -130,18 +130,16 @@ class Worker:
             await self._undecodable(message, exc)
             return
         with bound_contextvars(call_id=event.call_id, event_name=event.name):
-            try:
-                outcome = await dispatch(
-                    event,
-                    self.registry.for_event(event.name),
-                    self.store,
-                    handler_timeout=self.settings.handler_timeout,
-                    done_ttl=self.settings.dedup_ttl,
-                    settled=settled_of(message),
-                )
-            except DedupUnavailable as exc:
-                await self._requeue(message, event, str(exc))
-                return
+            outcome = await dispatch(
+                event,
+                self.registry.for_event(event.name),
+                self.store,
+                handler_timeout=self.settings.handler_timeout,
+                done_ttl=self.settings.dedup_ttl,
+                settled=settled_of(message),
+            )
+            if outcome.store_unavailable:
+                self._store_unreachable(outcome)
             try:
                 await self._settler.settle(message, outcome)
             except (AMQPError, ChannelInvalidStateError, RuntimeError) as exc:
@@ -166,23 +164,22 @@ class Worker:
             with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
                 await message.reject(requeue=False)  # the queue's own dead-letter route
 
-    async def _requeue(self, message: AbstractIncomingMessage, event: Event, why: str) -> None:
-        """No claim is possible: give the message back and pause until the store is back."""
-        log.error("dedup.unavailable", error=why)
-        with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
-            await message.nack(requeue=True)
-        if not self._paused.locked():
-            asyncio.get_running_loop().create_task(self._pause_until_store_is_back())
+    def _store_unreachable(self, outcome: Outcome) -> None:
+        """Stop taking messages until the dedup store answers again (the message itself is
+        settled as deferred: it comes back after a short delay, with what already ran)."""
+        error = next(str(r.error) for r in outcome.results if r.result is Result.UNAVAILABLE)
+        log.error("dedup.unavailable", error=error)
+        if self._pause_task is None or self._pause_task.done():
+            self._pause_task = asyncio.create_task(self._pause_until_store_is_back())
 
     async def _pause_until_store_is_back(self) -> None:
-        async with self._paused:
-            await self._cancel()
-            while not self._stopping:
-                try:
-                    await self.store.ping()
-                    break
-                except DedupUnavailable:
-                    await asyncio.sleep(DEDUP_PROBE_INTERVAL)
-            if not self._stopping:
-                log.info("dedup.recovered")
-                await self._consume()
+        await self._cancel()
+        while not self._stopping:
+            try:
+                await self.store.ping()
+                break
+            except DedupUnavailable:
+                await asyncio.sleep(DEDUP_PROBE_INTERVAL)
+        if not self._stopping:
+            log.info("dedup.recovered")
+            await self._consume()

@@ -33,6 +33,7 @@ class Result(enum.Enum):
     DUPLICATE = "duplicate"
     FAILED = "failed"
     BUSY = "busy"  # another worker is running it right now
+    UNAVAILABLE = "unavailable"  # the dedup store could not be reached: not run
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Outcome:
     def busy(self) -> bool:
         return any(r.result is Result.BUSY for r in self.results)
 
+    @property
+    def store_unavailable(self) -> bool:
+        return any(r.result is Result.UNAVAILABLE for r in self.results)
+
 
 async def dispatch(
     event: Event,
@@ -76,21 +81,32 @@ async def dispatch(
     """Claim and run every subscribed handler not already ``settled``, one after another.
 
     ``settled`` names the handlers an earlier delivery of this very message saw done; a
-    retry skips them outright. :class:`DedupUnavailable` propagates: without a claim no
-    handler may run.
+    retry skips them outright. When the dedup store cannot be reached no further handler
+    runs (without a claim it may not): they are reported ``UNAVAILABLE``, and the message,
+    carrying what did run in its ``settled`` list, comes back later.
     """
     outcome = Outcome(event, settled)
-    for handler in handlers:
-        if handler.name in settled:
-            continue
-        outcome.results.append(await _run_one(event, handler, store, handler_timeout, done_ttl))
+    pending = [h for h in handlers if h.name not in settled]
+    for handler in pending:
+        result = await _run_one(event, handler, store, handler_timeout, done_ttl)
+        outcome.results.append(result)
+        if result.result is Result.UNAVAILABLE:
+            break
+    if outcome.store_unavailable:
+        ran = {r.handler.name for r in outcome.results}
+        outcome.results.extend(
+            HandlerResult(h, Result.UNAVAILABLE) for h in pending if h.name not in ran
+        )
     return outcome
 
 
 async def _run_one(
     event: Event, handler: Handler, store: DedupStore, limit: float, done_ttl: float
 ) -> HandlerResult:
-    claim = await store.claim(event.dedup_key, handler.name, limit * LEASE_FACTOR)
+    try:
+        claim = await store.claim(event.dedup_key, handler.name, limit * LEASE_FACTOR)
+    except DedupUnavailable as exc:
+        return HandlerResult(handler, Result.UNAVAILABLE, error=exc)
     if claim.state is State.DONE:
         return HandlerResult(handler, Result.DUPLICATE)
     if claim.state is State.BUSY:
@@ -103,7 +119,7 @@ async def _run_one(
         await _release_quietly(store, event, handler, claim)
         raise
     except Exception as exc:
-        await store.release(event.dedup_key, handler.name, claim)
+        await _release_quietly(store, event, handler, claim)
         return HandlerResult(handler, Result.FAILED, _ms(started), exc)
     await _mark_done(store, event, handler, claim, done_ttl, patience=limit * DONE_PATIENCE)
     return HandlerResult(handler, Result.OK, _ms(started))
@@ -112,8 +128,9 @@ async def _run_one(
 async def _mark_done(
     store: DedupStore, event: Event, handler: Handler, claim: Claim, ttl: float, patience: float
 ) -> None:
-    """The handler succeeded: its done mark must land, or a redelivery would run it again.
-    Ride out a short store outage (a Redis restart) within the claim's lease."""
+    """The handler succeeded: its done mark should land, or another copy of the callback
+    could run it again. Ride out a short store outage (a Redis restart) within the claim's
+    lease; past that, the message's own ``settled`` list still protects its redeliveries."""
     delay = 0.05
     deadline = time.monotonic() + patience
     while True:
@@ -122,7 +139,8 @@ async def _mark_done(
             return
         except DedupUnavailable as exc:
             if time.monotonic() + delay > deadline:
-                raise
+                log.error("dedup.mark_lost", handler=handler.name, error=str(exc))
+                return
             log.warning("dedup.mark_retry", handler=handler.name, error=str(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -22,7 +22,8 @@ from worker.pipeline import Outcome, Result
 
 log = logs.get("worker")
 
-#: Delay before re-trying a callback whose handler another worker is running right now.
+#: Delay before re-trying a callback whose handler another worker is running right now, or
+#: whose handlers could not be claimed because the dedup store was unreachable.
 BUSY_DELAY = 1.0
 #: Longest error message kept in a dead letter's headers.
 MAX_ERROR_CHARS = 500
@@ -48,8 +49,8 @@ class Settler:
             or any(isinstance(f.error, PermanentError) for f in failures)
         )
         for r in outcome.results:
-            if r.result is Result.BUSY:
-                log.debug("callback.deferred", handler=r.handler.name, reason="claimed elsewhere")
+            if r.result in (Result.BUSY, Result.UNAVAILABLE):
+                log.debug("callback.deferred", handler=r.handler.name, reason=r.result.value)
                 continue
             fields: dict[str, Any] = {}
             if r.error is not None:
@@ -72,7 +73,7 @@ class Settler:
         elif failures:
             delay = self._delay_for(attempt, [f.error for f in failures])
             await self.retry(message, delay, attempt + 1, _failure_headers(message, outcome))
-        elif outcome.busy:
+        elif outcome.busy or outcome.store_unavailable:
             await self.retry(message, BUSY_DELAY, attempt, _settled_header(outcome))
         await message.ack()
 

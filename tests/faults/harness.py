@@ -154,6 +154,7 @@ class Sender:
         self.non_200 = 0
         self.progress = 0
         self.statuses: Counter[int] = Counter()
+        self.started_at = time.monotonic()
 
     async def run(self, concurrency: int = 16) -> None:
         queue: asyncio.Queue[tuple[str, bytes, str]] = asyncio.Queue()
@@ -180,7 +181,7 @@ class Sender:
                         queue.task_done()
 
             workers = [asyncio.create_task(consumer()) for _ in range(concurrency)]
-            started = time.monotonic()
+            started = self.started_at = time.monotonic()
             for i, item in enumerate(self.bodies):
                 await asyncio.sleep(max(0.0, started + i / self.rate - time.monotonic()))
                 await queue.put(item)
@@ -223,6 +224,7 @@ async def reckon(sink: Sink, sender: Sender, figures: Figures, within: float = 1
     figures.lost = len(expected - set(counts))
     figures.extra_runs = sum(n - 1 for n in counts.values() if n > 1)
     figures.notes["unexpected_records"] = len(set(counts) - expected)
+    figures.seconds = round(time.monotonic() - sender.started_at, 1)
     print(f"\nFAULT FIGURES {figures.report()}")
     return figures
 
