@@ -57,3 +57,53 @@ class Retry(HandlerError):
 
 class PermanentError(HandlerError):
     """Raise from a handler when retrying cannot help: the callback is dead-lettered at once."""
+
+
+class EasemobError(SinkError):
+    """Easemob's REST API refused a request: its error body, field for field.
+
+    ``status`` is the HTTP status (0 when no answer came at all); ``error`` is Easemob's
+    machine-readable code (``service_resource_not_found``, ``forbidden_op`` …), which is
+    what callers branch on; ``exception`` and ``error_description`` are kept for people.
+    """
+
+    def __init__(
+        self, status: int, error: str, exception: str = "", error_description: str = ""
+    ) -> None:
+        super().__init__(f"Easemob answered {status} {error}: {error_description}".rstrip(": "))
+        self.status = status
+        self.error = error
+        self.exception = exception
+        self.error_description = error_description
+
+
+class EasemobThrottled(EasemobError):
+    """429 or 503 on every attempt: over the app's quota, or Easemob is busy. Retry later."""
+
+
+class EasemobUnreachable(EasemobError):
+    """No HTTP answer (connection refused, reset, time-out): ``status`` is 0."""
+
+
+class BatchTooLarge(SinkError):
+    """A batch call names more users than Easemob accepts in one request (checked before
+    sending): ``count`` users were given, ``limit`` is the most allowed."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} users in one request; Easemob accepts at most {limit}")
+        self.count = count
+        self.limit = limit
+
+
+class SpoolError(SinkError):
+    """The ingress's outage spool cannot take a callback (I/O failure, closed, locked)."""
+
+
+class SpoolFull(SpoolError):
+    """The spool holds ``used`` of its ``limit`` bytes: no room for ``needed`` more."""
+
+    def __init__(self, used: int, limit: int, needed: int) -> None:
+        super().__init__(f"spool full: {used} of {limit} bytes used, {needed} more needed")
+        self.used = used
+        self.limit = limit
+        self.needed = needed

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -88,8 +89,9 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def settings(amqp_url: str, prefix: str) -> AsyncIterator[Settings]:
+async def settings(amqp_url: str, prefix: str, tmp_path: Path) -> AsyncIterator[Settings]:
     settings = Settings(
+        spool_dir=str(tmp_path / "spool"),
         secrets=(SECRET, "another-rule-secret"),
         amqp_url=amqp_url,
         topology_prefix=prefix,

@@ -1,0 +1,78 @@
+"""Built-in handler: a directory of groups and chat rooms kept in sync by callbacks.
+
+Off by default; enable it by adding ``handlers.directory`` to ``SINK_HANDLERS``. It keeps,
+per group: owner, admins, members, mutes with their expiry, block and allow lists,
+whole-group mute, chat room or not, destroyed or not, and the spec's model fields. Storage
+is ``SINK_DIRECTORY_URL`` (SQLite by default, PostgreSQL for several workers).
+
+Reading it from code::
+
+    from handlers.directory import open_directory
+
+    async with open_directory() as directory:
+        group = await directory.group("173556296122369")
+        if group and "alice" in group.members: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from easemob.settings import EasemobSettings
+from handlers.directory.facts import Fact
+from handlers.directory.settings import DirectorySettings
+from handlers.directory.store import Directory, open_directory
+from handlers.directory.tracker import Tracker
+from handlers.directory.view import GroupView, MutedMember
+from handlers.registry import on
+from sink.events import Event
+
+__all__ = [
+    "Directory",
+    "DirectorySettings",
+    "Fact",
+    "GroupView",
+    "MutedMember",
+    "Tracker",
+    "close",
+    "open_directory",
+    "track_groups",
+    "tracker",
+]
+
+# The handler API hands handlers only the event, so the store is opened on first use and
+# kept for the life of the event loop that opened it.
+_opened: tuple[asyncio.AbstractEventLoop, asyncio.Task[Tracker]] | None = None
+
+
+async def tracker() -> Tracker:
+    """The process's tracker, opened from the environment on first use."""
+    global _opened
+    loop = asyncio.get_running_loop()
+    if _opened is None or _opened[0] is not loop:
+        opening = Tracker.open(DirectorySettings.from_env(), EasemobSettings.from_env())
+        _opened = (loop, loop.create_task(opening))
+    task = _opened[1]
+    try:
+        return await asyncio.shield(task)
+    except Exception:
+        if _opened is not None and _opened[1] is task:
+            _opened = None  # let the next callback try again
+        raise
+
+
+async def close() -> None:
+    """Close the tracker opened by :func:`tracker` (at shutdown, or between tests)."""
+    global _opened
+    if _opened is None:
+        return
+    loop, task = _opened
+    _opened = None
+    if loop is asyncio.get_running_loop() and not (task.done() and task.exception()):
+        await (await task).close()
+
+
+@on("muc", "group_op")
+async def track_groups(event: Event) -> None:
+    """Keep the directory in step with one group or chat-room callback."""
+    await (await tracker()).record(event)

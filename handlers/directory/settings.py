@@ -1,0 +1,61 @@
+"""Settings of the group directory: one frozen dataclass read from ``SINK_DIRECTORY_*``.
+
+Handlers receive only the event, so the directory reads its own configuration once, when
+it first opens its store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from easemob.settings import boolean, read_env
+from sink.errors import ConfigError
+
+#: The default store: an SQLite file beside the other run-time files (nothing to install).
+DEFAULT_URL = "sqlite:///var/directory.sqlite3"
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    #: Where the directory lives: ``sqlite:///path/file.sqlite3`` (one worker process) or
+    #: ``postgresql://user:password@host/db`` (any number of workers). Never logged.
+    url: str = field(default=DEFAULT_URL, repr=False)
+    #: Look group details and mute expiries up through the REST client when the
+    #: ``SINK_EASEMOB_*`` credentials are set (legacy callbacks do not carry them).
+    fetch: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DirectorySettings:
+        """Read ``SINK_DIRECTORY_*``; raise :class:`ConfigError` naming a bad one."""
+        env = os.environ if env is None else env
+        settings = cls(**read_env(cls, "SINK_DIRECTORY_", _PARSERS, env))
+        settings.engine_url()
+        return settings
+
+    def engine_url(self) -> str:
+        """The SQLAlchemy URL with its asyncio driver (``sqlite+aiosqlite://…``)."""
+        scheme, sep, rest = self.url.partition("://")
+        driver = _DRIVERS.get(scheme.lower())
+        if not sep or driver is None:
+            raise ConfigError("SINK_DIRECTORY_URL must start with sqlite:/// or postgresql://")
+        return f"{driver}://{rest}"
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, when the store is one (``None`` for an in-memory database)."""
+        scheme, _, rest = self.url.partition("://")
+        if scheme.lower() != "sqlite" or rest in ("", "/", "/:memory:"):
+            return None
+        return Path(rest[1:]) if rest.startswith("/") else Path(rest)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {"url": str, "fetch": boolean}

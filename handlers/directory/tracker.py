@@ -1,0 +1,89 @@
+"""record(event): interpret → look up what the callback does not say → store.
+
+Legacy callbacks carry neither the group's model fields nor a mute's expiry. When REST
+credentials are configured, ``create`` and ``update`` fetch the group's details and
+``add_mute`` fetches the mute list; what comes back is stored with the event's own
+timestamp, so a late event never overwrites what a newer one stored. A group that no longer
+exists (404) is simply not looked up; a throttled or unreachable API asks the worker to
+retry the callback later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from easemob.rest import GroupClient
+from easemob.settings import EasemobSettings
+from handlers.directory import facts as f
+from handlers.directory.facts import Fact
+from handlers.directory.interpret import affected_user, interpret
+from handlers.directory.settings import DirectorySettings
+from handlers.directory.store import Directory
+from sink import logs
+from sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable, Retry
+from sink.events import Event
+
+log = logs.get("handlers.directory")
+
+#: Legacy operations whose facts need a REST lookup.
+LOOKUPS = frozenset({"create", "update", "add_mute"})
+#: When the REST API is throttled or down, retry the callback after this many seconds.
+LOOKUP_RETRY_DELAY = 5.0
+
+
+class Tracker:
+    def __init__(self, directory: Directory, client: GroupClient | None = None) -> None:
+        self.directory = directory
+        self.client = client
+
+    @classmethod
+    async def open(cls, settings: DirectorySettings, easemob: EasemobSettings) -> Tracker:
+        directory = await Directory.open(settings)
+        client = GroupClient(easemob) if settings.fetch and easemob.configured else None
+        log.info("directory.opened", lookups=client is not None)
+        return cls(directory, client)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        await self.directory.close()
+
+    async def record(self, event: Event) -> int:
+        """Apply one callback; how many stored facts it changed."""
+        found = interpret(event)
+        if not found or event.group_id is None:  # nothing the directory keeps
+            return 0
+        found += await self._lookup(event, event.group_id)
+        changed = await self.directory.apply(
+            event.group_id, found, timestamp=event.timestamp, call_id=event.call_id
+        )
+        log.debug("directory.applied", group_id=event.group_id, facts=len(found), changed=changed)
+        return changed
+
+    async def _lookup(self, event: Event, group_id: str) -> list[Fact]:
+        if self.client is None or event.family != "muc" or event.is_chatroom:
+            return []
+        if event.operation not in LOOKUPS:
+            return []
+        try:
+            if event.operation == "add_mute":
+                return await self._expiry(group_id, affected_user(event))
+            details = await self.client.group(group_id)
+        except (EasemobThrottled, EasemobUnreachable) as exc:
+            raise Retry(f"Easemob REST lookup failed: {exc}", delay=LOOKUP_RETRY_DELAY) from exc
+        except EasemobError as exc:
+            if exc.status == 404:  # destroyed since: its later `destroy` callback says so
+                log.info("directory.lookup_skipped", group_id=group_id, reason=exc.error)
+            else:
+                log.warning("directory.lookup_failed", group_id=group_id, status=exc.status,
+                            error=exc.error)  # fmt: skip
+            return []
+        values: dict[str, Any] = {name: getattr(details, name) for name in f.MODEL_FIELDS}
+        return f.fields(values)
+
+    async def _expiry(self, group_id: str, user: str | None) -> list[Fact]:
+        assert self.client is not None
+        for mute in await self.client.mutes(group_id):
+            if mute.user == user:
+                return [Fact(f.MUTE, user, value=mute.expire)]
+        return []
