@@ -11,19 +11,18 @@ import asyncio
 import datetime as dt
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from easemob.emulator import Emulator, serve
 from easemob.settings import EmulatorSettings
+from sink.devsecret import DEV_SECRET_FILE, read_dev_secret
 from sink.errors import ConfigError
 from sink.service import stop_on_signals
 from sink.settings import Settings
 
 #: Where ``callback-sink run`` keeps its development secret (see sink/cli.py).
-DEV_SECRET_FILE = Path(".sink-dev-secret")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,8 +87,9 @@ def _callback_secret(emulator: EmulatorSettings, settings: Settings) -> str:
         return emulator.callback_secret
     if settings.secrets:
         return settings.secrets[0]
-    if DEV_SECRET_FILE.exists():
-        return DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
+    dev = read_dev_secret()
+    if dev:
+        return dev
     if not emulator.sink_url:
         return "emulator"
     raise ConfigError(

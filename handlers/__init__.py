@@ -13,8 +13,10 @@ Raise :class:`Retry` to be called again later, :class:`PermanentError` to give u
 any other exception is retried with backoff and dead-lettered after the last attempt.
 """
 
-from handlers.registry import Handler, Registry, load, on
+from handlers.registry import Handler, Registry, load, on, on_shutdown
 from sink.errors import PermanentError, Retry
 from sink.events import Event
 
-__all__ = ["Event", "Handler", "PermanentError", "Registry", "Retry", "load", "on"]
+__all__ = [
+    "Event", "Handler", "PermanentError", "Registry", "Retry", "load", "on", "on_shutdown",
+]  # fmt: skip

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TypeVar, cast
 
-from sink import names
+from sink import logs, names
 from sink.errors import HandlerLoadError
 from sink.events import Event
 
@@ -24,6 +24,12 @@ F = TypeVar("F", bound=HandlerFunc)
 
 ENTRY_POINT_GROUP = "callback_sink.handlers"
 _MARK = "__callback_sink_subscriptions__"
+_SHUTDOWN_MARK = "__callback_sink_on_shutdown__"
+
+Hook = Callable[[], Awaitable[None]]
+H = TypeVar("H", bound=Hook)
+
+log = logs.get("handlers")
 
 
 def on(*subscriptions: str) -> Callable[[F], F]:
@@ -47,6 +53,15 @@ def on(*subscriptions: str) -> Callable[[F], F]:
     return mark
 
 
+def on_shutdown(func: H) -> H:
+    """Mark an ``async def close() -> None`` of a handler module to be awaited when the
+    worker stops (after its last handler finished): close pools, flush buffers."""
+    if not inspect.iscoroutinefunction(func):
+        raise HandlerLoadError(f"@on_shutdown hook {func.__qualname__} must be an async def")
+    setattr(func, _SHUTDOWN_MARK, True)
+    return cast(H, func)
+
+
 @dataclass(frozen=True)
 class Handler:
     """A registered handler; ``name`` (module.function) is its identity in dedup marks."""
@@ -62,8 +77,9 @@ class Handler:
 class Registry:
     """The handlers of one worker, looked up by event name."""
 
-    def __init__(self, handlers: Iterable[Handler]) -> None:
+    def __init__(self, handlers: Iterable[Handler], shutdown_hooks: Iterable[Hook] = ()) -> None:
         self.handlers: tuple[Handler, ...] = tuple(handlers)
+        self.shutdown_hooks: tuple[Hook, ...] = tuple(shutdown_hooks)
         self._by_name: dict[str, tuple[Handler, ...]] = {}
 
     def for_event(self, event_name: str) -> tuple[Handler, ...]:
@@ -76,6 +92,14 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.handlers)
+
+    async def shutdown(self) -> None:
+        """Await every module's ``@on_shutdown`` hook; one failing does not stop the rest."""
+        for hook in self.shutdown_hooks:
+            try:
+                await hook()
+            except Exception as exc:
+                log.error("handlers.shutdown_failed", hook=hook.__qualname__, error=str(exc))
 
 
 def collect(module: ModuleType) -> list[Handler]:
@@ -117,6 +141,11 @@ def load(modules: Sequence[str], *, use_entry_points: bool = True) -> Registry:
             if module is not None:
                 loaded.setdefault(module.__name__, module)
     handlers: list[Handler] = []
+    hooks: list[Hook] = []
     for module in loaded.values():
         handlers.extend(collect(module))
-    return Registry(handlers)
+        hooks.extend(
+            attr for attr in vars(module).values()
+            if getattr(attr, _SHUTDOWN_MARK, False) and attr.__module__ == module.__name__
+        )  # fmt: skip
+    return Registry(handlers, hooks)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets as secrets_module
 import sys
 import uuid
 from collections.abc import Sequence
@@ -16,14 +15,12 @@ import orjson
 
 from easemob.cli import register as register_easemob_commands
 from sink import logs, service
+from sink.devsecret import DEV_SECRET_FILE, ensure_dev_secret, read_dev_secret
 from sink.errors import ConfigError
 from sink.examples import load_examples, resign
 from sink.settings import Settings
 from sink.topology import Topology
 from worker.dlq import DeadLetters, render
-
-#: Where `callback-sink run` keeps the development secret it generates (current directory).
-DEV_SECRET_FILE = Path(".sink-dev-secret")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +169,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.secrets:
-        settings = replace(settings, secrets=(_dev_secret(),))
+        settings = replace(settings, secrets=(ensure_dev_secret(),))
         print(f"callback-sink: no SINK_SECRETS set; using the development secret in "
               f"{DEV_SECRET_FILE.resolve()}: {settings.secrets[0]}", flush=True)  # fmt: skip
     print(f"callback-sink: callbacks URL http://{settings.host}:{settings.port}{settings.path}",
@@ -181,22 +178,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _dev_secret() -> str:
-    if DEV_SECRET_FILE.exists():
-        return DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
-    secret = secrets_module.token_hex(16)
-    DEV_SECRET_FILE.write_text(secret + "\n", encoding="utf-8")
-    DEV_SECRET_FILE.chmod(0o600)
-    return secret
-
-
 def _secret(args: argparse.Namespace, settings: Settings) -> str:
     if args.secret:
         return str(args.secret)
     if settings.secrets:
         return settings.secrets[0]
-    if DEV_SECRET_FILE.exists():
-        return DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
+    dev = read_dev_secret()
+    if dev:
+        return dev
     raise ConfigError("no secret: pass --secret or set SINK_SECRETS / SINK_SECRETS_FILE")
 
 

@@ -8,7 +8,6 @@ secret, so a careless ``log.info(..., security=...)`` cannot leak one.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -51,7 +50,9 @@ def configure(log_format: str = "json", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # No file given: each logger writes to whatever sys.stdout is when it is made, so a
+        # replaced (or, in tests, captured and closed) stdout is never written to later.
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
 

@@ -94,3 +94,23 @@ def test_handler_modules_plug_in_through_entry_points(module_dir: Path) -> None:
 def test_the_built_in_log_handler_takes_everything() -> None:
     registry = load(["handlers.log"], use_entry_points=False)
     assert [h.name for h in registry.for_event("unknown")] == ["handlers.log.log_event"]
+
+
+async def test_a_modules_shutdown_hook_is_awaited_when_the_registry_shuts_down(
+    module_dir: Path,
+) -> None:
+    write(module_dir, "userhandlers_hook", """
+        from handlers import Event, on, on_shutdown
+
+        closed = []
+
+        @on("*")
+        async def handle(event: Event) -> None: ...
+
+        @on_shutdown
+        async def close() -> None:
+            closed.append(True)
+    """)  # fmt: skip
+    registry = load(["userhandlers_hook"], use_entry_points=False)
+    await registry.shutdown()
+    assert sys.modules["userhandlers_hook"].closed == [True]

@@ -68,7 +68,9 @@ class Worker:
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         await declare(channel, self.topology)
         self._settler = Settler(channel, self.topology, self.settings)
-        self._queue = await channel.get_queue(self.topology.work_queue, ensure=False)
+        # ensure=True declares (passively) through the robust channel, which then restores
+        # the queue and its consumer after a reconnection; ensure=False would not.
+        self._queue = await channel.get_queue(self.topology.work_queue, ensure=True)
         await self._consume()
         log.info(
             "worker.started",
@@ -104,6 +106,7 @@ class Worker:
                 await asyncio.wait(pending, timeout=5)
         if self._connection is not None:
             await self._connection.close()
+        await self.registry.shutdown()
         await self.store.close()
         log.info("worker.stopped")
 

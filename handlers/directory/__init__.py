@@ -24,7 +24,7 @@ from handlers.directory.settings import DirectorySettings
 from handlers.directory.store import Directory, open_directory
 from handlers.directory.tracker import Tracker
 from handlers.directory.view import GroupView, MutedMember
-from handlers.registry import on
+from handlers.registry import on, on_shutdown
 from sink.events import Event
 
 __all__ = [
@@ -61,6 +61,7 @@ async def tracker() -> Tracker:
         raise
 
 
+@on_shutdown
 async def close() -> None:
     """Close the tracker opened by :func:`tracker` (at shutdown, or between tests)."""
     global _opened
