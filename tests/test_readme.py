@@ -5,16 +5,28 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
+from easemob.settings import EasemobSettings, EmulatorSettings
+from handlers.directory.settings import DirectorySettings
 from sink import names
 from sink.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
-def test_every_setting_is_documented() -> None:
-    missing = [f"SINK_{f.name.upper()}" for f in fields(Settings)]
-    missing = [var for var in missing if f"`{var}`" not in README]
-    assert missing == []
+@pytest.mark.parametrize(
+    ("settings", "prefix"),
+    [
+        (Settings, "SINK_"),
+        (EasemobSettings, "SINK_EASEMOB_"),
+        (EmulatorSettings, "SINK_EMULATOR_"),
+        (DirectorySettings, "SINK_DIRECTORY_"),
+    ],
+)
+def test_every_setting_is_documented(settings: type, prefix: str) -> None:
+    variables = [f"{prefix}{f.name.upper()}" for f in fields(settings)]
+    assert [var for var in variables if f"`{var}`" not in README] == []
 
 
 def test_every_event_name_is_documented() -> None:
