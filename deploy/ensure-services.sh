@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Make sure RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) answer; start them if not.
+# PostgreSQL (127.0.0.1:5432) is only needed by the group directory's PostgreSQL tests: it is
+# started when it is installed here, and its tests report it missing on their own.
 # Under CI=true a service that cannot be started fails the run: tests never silently skip.
 set -u
 
@@ -26,5 +28,12 @@ if ! up 6379; then
     for _ in $(seq 50); do up 6379 && break; sleep 0.1; done
   fi
   up 6379 || fail_or_warn "Redis is not reachable on 127.0.0.1:6379"
+fi
+if ! up 5432 && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+  echo "ensure-services: starting PostgreSQL"
+  for version in /etc/postgresql/*; do
+    pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start >/dev/null 2>&1 || true
+  done
+  for _ in $(seq 50); do up 5432 && break; sleep 0.1; done
 fi
 echo "ensure-services: RabbitMQ and Redis are up"
