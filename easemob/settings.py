@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sink.errors import ConfigError
+from sink.settings import positive, read_env, read_secret_lines
 
 S = TypeVar("S")
 
@@ -21,43 +21,9 @@ S = TypeVar("S")
 DEFAULT_RATE_LIMIT = 100.0
 
 
-def read_env(
-    cls: type[S], prefix: str, parsers: Mapping[str, Callable[[str], Any]], env: Mapping[str, str]
-) -> dict[str, Any]:
-    """The fields of ``cls`` found in ``env`` as ``{prefix}{FIELD}``, parsed; empty values
-    count as unset. A value that does not parse raises :class:`ConfigError` naming it."""
-    values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        var = f"{prefix}{f.name.upper()}"
-        raw = env.get(var, "").strip()
-        if raw:
-            try:
-                values[f.name] = parsers[f.name](raw)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
-    return values
-
-
 def read_secret_file(var: str, path: str) -> str:
-    """The first non-blank line of a secret file (so that a trailing newline is harmless)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
-    for line in lines:
-        if line.strip() and not line.startswith("#"):
-            return line.strip()
-    raise ConfigError(f"{var}: {path} holds no secret")
-
-
-def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = kind(raw)
-        if value <= 0:
-            raise ValueError("must be greater than 0")
-        return value
-
-    return parse
+    """The first secret of a secret file (so that a trailing newline is harmless)."""
+    return read_secret_lines(var, path)[0]
 
 
 def fraction(raw: str) -> float:

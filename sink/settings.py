@@ -68,13 +68,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``SINK_*`` variable; raise :class:`ConfigError` naming a bad one."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            var = f"SINK_{f.name.upper()}"
-            if var in env and env[var].strip() != "":
-                values[f.name] = _convert(var, env[var], _PARSERS[f.name])
+        values = read_env(cls, "SINK_", _PARSERS, env)
         if "secrets" not in values and env.get("SINK_SECRETS_FILE"):
-            values["secrets"] = _read_secrets("SINK_SECRETS_FILE", env["SINK_SECRETS_FILE"])
+            values["secrets"] = read_secret_lines("SINK_SECRETS_FILE", env["SINK_SECRETS_FILE"])
         settings = cls(**values)
         settings.check()
         return settings
@@ -103,11 +99,22 @@ class Settings:
             raise ConfigError("no callback secret: set SINK_SECRETS or SINK_SECRETS_FILE")
 
 
-def _convert(var: str, raw: str, parse: Callable[[str], Any]) -> Any:
-    try:
-        return parse(raw.strip())
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+def read_env(
+    cls: type[Any], prefix: str, parsers: Mapping[str, Callable[[str], Any]], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` found in ``env`` as ``{prefix}{FIELD}``, parsed; empty
+    values count as unset. A value that does not parse raises :class:`ConfigError` naming it.
+    Shared by every settings class (the REST client's, the emulator's, the directory's)."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        var = f"{prefix}{f.name.upper()}"
+        raw = env.get(var, "").strip()
+        if raw:
+            try:
+                values[f.name] = parsers[f.name](raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+    return values
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -118,7 +125,9 @@ def _floats(raw: str) -> tuple[float, ...]:
     return tuple(float(part) for part in _csv(raw))
 
 
-def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+def positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    """A parser of ``kind`` that refuses zero and negative values."""
+
     def parse(raw: str) -> T:
         value = kind(raw)
         if value <= 0:  # type: ignore[operator]
@@ -128,7 +137,8 @@ def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
-def _read_secrets(var: str, path: str) -> tuple[str, ...]:
+def read_secret_lines(var: str, path: str) -> tuple[str, ...]:
+    """The secrets in a file, one per line; blank lines and ``#`` comments are skipped."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -144,8 +154,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "amqp_url": str,
     "topology_prefix": str,
     "dedup_url": str,
-    "dedup_ttl": _positive(float),
-    "handler_timeout": _positive(float),
+    "dedup_ttl": positive(float),
+    "handler_timeout": positive(float),
     "host": str,
     "port": int,
     "path": str,
@@ -153,12 +163,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "prefetch": int,
     "concurrency": int,
     "body_limit": int,
-    "publish_timeout": _positive(float),
+    "publish_timeout": positive(float),
     "spool_dir": str,
-    "spool_max_bytes": _positive(int),
+    "spool_max_bytes": positive(int),
     "retry_delays": _floats,
     "max_attempts": int,
-    "shutdown_timeout": _positive(float),
+    "shutdown_timeout": positive(float),
     "log_format": str.lower,
     "log_level": str.lower,
 }

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from easemob.settings import boolean, read_env
+from easemob.settings import boolean
 from sink.errors import ConfigError
+from sink.settings import read_env
 
 #: The default store: an SQLite file beside the other run-time files (nothing to install).
 DEFAULT_URL = "sqlite:///var/directory.sqlite3"
