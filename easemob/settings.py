@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sink.errors import ConfigError
 from sink.settings import positive, read_env, read_secret_lines
-
-S = TypeVar("S")
 
 #: Easemob's default quota for the group REST API: 100 requests per second per app key.
 DEFAULT_RATE_LIMIT = 100.0
