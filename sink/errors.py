@@ -51,6 +51,8 @@ class Retry(HandlerError):
     """
 
     def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        if delay is not None and not (0 <= delay < float("inf")):
+            raise ValueError(f"Retry(delay={delay!r}): the delay must be a finite number >= 0")
         super().__init__(message)
         self.delay = delay
 

@@ -21,6 +21,8 @@ _MUC_ID = re.compile(r"^[^_@]*_(?P<gid>[^@]+)@conference\.")
 
 #: The fields without which a body is not a callback at all (the ingress answers 400).
 REQUIRED_FIELDS = ("callId", "timestamp", "security")
+#: The callId becomes the AMQP message id, a short string of at most 255 bytes.
+MAX_CALL_ID_BYTES = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ def parse(body: bytes) -> dict[str, Any]:
         raise DecodeError(f"missing field(s): {', '.join(missing)}")
     if not isinstance(doc["callId"], str) or not doc["callId"]:
         raise DecodeError("callId is not a non-empty string")
+    if len(doc["callId"].encode()) > MAX_CALL_ID_BYTES:
+        raise DecodeError(f"callId is longer than {MAX_CALL_ID_BYTES} bytes")
     if isinstance(doc["timestamp"], bool) or not isinstance(doc["timestamp"], int):
         raise DecodeError("timestamp is not an integer")
     if not isinstance(doc["security"], str):

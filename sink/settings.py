@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from yarl import URL
+
 from sink.errors import ConfigError
 
 T = TypeVar("T")
@@ -81,6 +83,11 @@ class Settings:
             raise ConfigError("SINK_DEDUP_URL must start with memory://, redis:// or rediss://")
         if not self.amqp_url.startswith(("amqp://", "amqps://")):
             raise ConfigError("SINK_AMQP_URL must start with amqp:// or amqps://")
+        for var, url in (("SINK_AMQP_URL", self.amqp_url), ("SINK_DEDUP_URL", self.dedup_url)):
+            try:
+                URL(url).port  # noqa: B018 -- parsing it is the check
+            except ValueError as exc:
+                raise ConfigError(f"{var} is not a valid URL: {exc}") from None
         if self.log_format not in ("json", "console"):
             raise ConfigError("SINK_LOG_FORMAT must be json or console")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -105,7 +105,7 @@ async def settings(amqp_url: str, prefix: str, tmp_path: Path) -> AsyncIterator[
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        delays = [int(d * 1000) for d in (*TEST_DELAYS, 1.0, 0.05)]
+        delays = [int(d * 1000) for d in (*TEST_DELAYS, 1.0, 0.1)]
         await delete_topology(channel, Topology(prefix), delays)
     finally:
         await connection.close()

@@ -73,3 +73,18 @@ async def test_concurrent_claims_on_redis_yield_exactly_one_winner(
 ) -> None:
     claims = await asyncio.gather(*(redis_store.claim("race", "h", lease=30) for _ in range(50)))
     assert sum(c.state is State.CLAIMED for c in claims) == 1
+
+
+async def test_the_memory_store_forgets_expired_marks_of_callbacks_never_seen_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.dedup.SWEEP_EVERY", 10)
+    store = MemoryStore()
+    for i in range(50):
+        claim = await store.claim(f"call-{i}", "h", lease=30)
+        await store.done(f"call-{i}", "h", claim, ttl=0.05)
+    await asyncio.sleep(0.1)
+    for i in range(5):
+        claim = await store.claim(f"late-{i}", "h", lease=30)
+        await store.done(f"late-{i}", "h", claim, ttl=60)
+    assert len(store._marks) <= 10

@@ -117,6 +117,7 @@ def test_offline_messages_sharing_a_call_id_are_told_apart_by_recipient() -> Non
         (b'{"callId": "c", "timestamp": 1}', "security"),
         (b'{"callId": "", "timestamp": 1, "security": "s"}', "callId"),
         (b'{"callId": "c", "timestamp": "1", "security": "s"}', "timestamp"),
+        (b'{"callId": "' + b"x" * 256 + b'", "timestamp": 1, "security": "s"}', "255 bytes"),
         (b'{"callId": "c", "timestamp": true, "security": "s"}', "timestamp"),
     ],
 )

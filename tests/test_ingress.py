@@ -84,10 +84,13 @@ async def test_an_oversized_chunked_body_is_refused_413_while_streaming(
         for _ in range(settings.body_limit // 65536 + 2):
             yield b" " * 65536
 
-    response = await ingress.post(
-        "/callbacks", data=chunks(), headers={"Content-Type": "application/json"}
-    )
+    with capture_logs() as logs:
+        response = await ingress.post(
+            "/callbacks", data=chunks(), headers={"Content-Type": "application/json"}
+        )
     assert response.status == 413
+    assert any(line["event"] == "callback.rejected" and line["status"] == 413 for line in logs)
+    assert await queue_depth(settings.amqp_url, f"{settings.topology_prefix}.work") == 0
 
 
 async def test_the_signature_and_the_secret_never_appear_in_a_log_line(ingress: Client) -> None:

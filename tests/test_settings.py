@@ -38,6 +38,7 @@ def test_secrets_can_come_from_a_file(tmp_path: Path) -> None:
         ("SINK_BODY_LIMIT", "-1"),
         ("SINK_DEDUP_URL", "mysql://x"),
         ("SINK_AMQP_URL", "http://x"),
+        ("SINK_AMQP_URL", "amqp://u:p@host:abc/"),
         ("SINK_LOG_FORMAT", "xml"),
         ("SINK_RETRY_DELAYS", "1,soon"),
         ("SINK_DEDUP_TTL", "0"),

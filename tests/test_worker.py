@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
@@ -12,7 +13,7 @@ from sink import headers
 from sink.errors import PermanentError, Retry
 from sink.events import Event
 from sink.settings import Settings
-from tests.broker import publish_raw, take_all
+from tests.broker import publish_raw, queue_depth, take_all
 from tests.conftest import Recorder, callback, post, signed
 
 Client = TestClient[Any, Any]
@@ -63,7 +64,7 @@ async def test_a_permanent_error_is_dead_lettered_at_once(
 
 
 async def test_a_handler_can_choose_its_retry_delay(
-    ingress: Client, start_worker: Any, recorder: Recorder
+    ingress: Client, settings: Settings, start_worker: Any, recorder: Recorder
 ) -> None:
     calls: list[float] = []
 
@@ -76,10 +77,15 @@ async def test_a_handler_can_choose_its_retry_delay(
     assert await post(ingress, signed(callback())) == 200
     await recorder.wait_for(1)
     assert len(calls) == 2
-    assert calls[1] - calls[0] < TEST_LONGEST_TIER
+    # 0.05 s is rounded up to the 0.1 s step: its own delay queue, not the 0.2 s first tier.
+    assert await queue_depth(settings.amqp_url, f"{settings.topology_prefix}.delay.100") == 0
+    assert calls[1] - calls[0] < 0.2
 
 
-TEST_LONGEST_TIER = 0.4  # conftest's tiers are 0.2 s then 0.4 s: a 0.05 s delay beats both
+def test_a_retry_delay_must_be_a_finite_number() -> None:
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="finite"):
+            Retry(delay=bad)
 
 
 async def test_garbage_on_the_queue_is_dead_lettered_and_the_stream_behind_flows(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 
 import aio_pika
 from aio_pika.abc import (
@@ -20,14 +21,14 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from structlog.contextvars import bound_contextvars
 
 from handlers.registry import Registry
-from sink import headers, logs
+from sink import logs
 from sink.errors import DecodeError, DedupUnavailable
 from sink.events import decode
 from sink.settings import Settings
 from sink.topology import Topology, declare
 from worker.dedup import DedupStore
 from worker.pipeline import Outcome, Result, dispatch
-from worker.settle import Settler, now_iso, settled_of
+from worker.settle import Settler, settled_of
 
 log = logs.get("worker")
 
@@ -93,6 +94,9 @@ class Worker:
     async def stop(self) -> None:
         """Stop taking messages, let running handlers finish (bounded), then close."""
         self._stopping = True
+        if self._pause_task is not None:
+            self._pause_task.cancel()
+            await asyncio.wait([self._pause_task])
         await self._cancel()
         if self._inflight:
             log.info("worker.draining", inflight=len(self._inflight))
@@ -130,42 +134,38 @@ class Worker:
         try:
             event = decode(message.body)
         except DecodeError as exc:
-            await self._undecodable(message, exc)
+            await self._settle_safely(message, self._settler.undecodable(message, exc))
             return
         with bound_contextvars(call_id=event.call_id, event_name=event.name):
-            outcome = await dispatch(
-                event,
-                self.registry.for_event(event.name),
-                self.store,
-                handler_timeout=self.settings.handler_timeout,
-                done_ttl=self.settings.dedup_ttl,
-                settled=settled_of(message),
-            )
+            try:
+                outcome = await dispatch(
+                    event,
+                    self.registry.for_event(event.name),
+                    self.store,
+                    handler_timeout=self.settings.handler_timeout,
+                    done_ttl=self.settings.dedup_ttl,
+                    settled=settled_of(message),
+                )
+            except Exception as exc:  # a bug of ours: never leave the message unsettled
+                log.exception("callback.dispatch_failed", error=f"{type(exc).__name__}: {exc}")
+                await self._settle_safely(message, message.nack(requeue=True))
+                return
             if outcome.store_unavailable:
                 self._store_unreachable(outcome)
-            try:
-                await self._settler.settle(message, outcome)
-            except (AMQPError, ChannelInvalidStateError, RuntimeError) as exc:
-                # The channel died under us: the broker redelivers the message and the
-                # dedup marks keep the handlers that already succeeded from running again.
-                log.warning("callback.settle_failed", error=f"{type(exc).__name__}: {exc}")
-                with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
-                    await message.nack(requeue=True)
+            await self._settle_safely(message, self._settler.settle(message, outcome))
 
-    async def _undecodable(self, message: AbstractIncomingMessage, exc: DecodeError) -> None:
-        assert self._settler is not None
-        log.error("callback.undecodable", message_id=message.message_id, error=str(exc))
+    async def _settle_safely(
+        self, message: AbstractIncomingMessage, settling: Awaitable[object]
+    ) -> None:
+        """Run a settle step; if the channel died under us, the broker redelivers the message
+        (the dedup marks keep finished handlers from running again); if anything else
+        failed, hand the message back rather than hold it unacknowledged forever."""
         try:
-            await self._settler.dead_letter(
-                message,
-                "undecodable",
-                {headers.ERROR_TYPE: "DecodeError", headers.ERROR: str(exc)[:500],
-                 headers.LAST_FAILURE: now_iso()},
-            )  # fmt: skip
-            await message.ack()
-        except (AMQPError, ChannelInvalidStateError, RuntimeError):
+            await settling
+        except Exception as exc:
+            log.warning("callback.settle_failed", error=f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
-                await message.reject(requeue=False)  # the queue's own dead-letter route
+                await message.nack(requeue=True)
 
     def _store_unreachable(self, outcome: Outcome) -> None:
         """Stop taking messages until the dedup store answers again (the message itself is

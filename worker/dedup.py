@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from sink.errors import DedupUnavailable
 
 DONE = "done"
+#: The memory store sweeps expired marks after this many writes.
+SWEEP_EVERY = 1024
 
 
 class State(enum.Enum):
@@ -55,6 +57,24 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._marks: dict[tuple[str, str], tuple[str, float]] = {}
+        self._writes = 0
+
+    def _set(self, slot: tuple[str, str], value: str, ttl: float) -> None:
+        self._marks.pop(slot, None)  # re-insert at the end: the dict stays ~ in expiry order
+        self._marks[slot] = (value, time.monotonic() + ttl)
+        self._writes += 1
+        if self._writes % SWEEP_EVERY == 0:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Forget expired marks from the front, stopping at the first live one: callIds never
+        come back to expire their own marks. Done marks share one TTL, so they expire in
+        insertion order; a live lease at the front only delays the sweep a little."""
+        now = time.monotonic()
+        for slot, (_, expires) in list(self._marks.items()):
+            if expires > now:
+                break
+            del self._marks[slot]
 
     def _live(self, slot: tuple[str, str]) -> str | None:
         mark = self._marks.get(slot)
@@ -73,11 +93,11 @@ class MemoryStore:
         if value is not None:
             return Claim(State.BUSY)
         token = uuid.uuid4().hex
-        self._marks[slot] = (token, time.monotonic() + lease)
+        self._set(slot, token, lease)
         return Claim(State.CLAIMED, token)
 
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
-        self._marks[(key, handler)] = (DONE, time.monotonic() + ttl)
+        self._set((key, handler), DONE, ttl)
 
     async def release(self, key: str, handler: str, claim: Claim) -> None:
         if self._live((key, handler)) == claim.token:
@@ -148,7 +168,7 @@ class RedisStore:
             raise DedupUnavailable(f"redis: {exc}") from exc
 
     async def purge(self) -> int:
-        """Delete every mark under this store's prefix (tests and `make clean` use it)."""
+        """Delete every mark under this store's prefix (tests clean up with it)."""
         removed = 0
         async for key in self._redis.scan_iter(f"{self._prefix}:dedup:*", count=1000):
             removed += await self._redis.delete(key)

@@ -115,13 +115,21 @@ async def _run_one(
     try:
         async with asyncio.timeout(limit):
             await handler.func(event)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         await _release_quietly(store, event, handler, claim)
-        raise
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the worker is stopping: the message goes back unsettled
+        # A handler's own stray CancelledError (a cancelled future it awaited) is a failure.
+        return HandlerResult(handler, Result.FAILED, _ms(started), exc)
     except Exception as exc:
         await _release_quietly(store, event, handler, claim)
         return HandlerResult(handler, Result.FAILED, _ms(started), exc)
-    await _mark_done(store, event, handler, claim, done_ttl, patience=limit * DONE_PATIENCE)
+    # Shielded: a shutdown that cancels us now must not keep a finished handler's mark from
+    # landing, or the redelivery would run it again.
+    await asyncio.shield(
+        _mark_done(store, event, handler, claim, done_ttl, patience=limit * DONE_PATIENCE)
+    )
     return HandlerResult(handler, Result.OK, _ms(started))
 
 
@@ -130,7 +138,8 @@ async def _mark_done(
 ) -> None:
     """The handler succeeded: its done mark should land, or another copy of the callback
     could run it again. Ride out a short store outage (a Redis restart) within the claim's
-    lease; past that, the message's own ``settled`` list still protects its redeliveries."""
+    lease. Past that the mark is lost: a retry copy of this message still skips the handler
+    (its ``settled`` list), but a plain broker redelivery would run it again."""
     delay = 0.05
     deadline = time.monotonic() + patience
     while True:

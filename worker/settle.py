@@ -13,9 +13,10 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from sink import headers, logs
-from sink.errors import PermanentError, Retry
+from sink.errors import DecodeError, PermanentError, Retry
 from sink.settings import Settings
 from sink.topology import Topology, declare_delay
 from worker.pipeline import Outcome, Result
@@ -25,6 +26,9 @@ log = logs.get("worker")
 #: Delay before re-trying a callback whose handler another worker is running right now, or
 #: whose handlers could not be claimed because the dedup store was unreachable.
 BUSY_DELAY = 1.0
+#: What a handler's ``Retry(delay=…)`` is rounded up to, seconds (besides the configured
+#: tiers): every distinct delay is a durable queue, so their number must stay small.
+RETRY_LADDER = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
 #: Longest error message kept in a dead letter's headers.
 MAX_ERROR_CHARS = 500
 
@@ -67,7 +71,8 @@ class Settler:
                 **fields,
             )
         if dead:
-            reason = "permanent" if attempt < self._settings.max_attempts else "attempts-exhausted"
+            permanent = any(isinstance(f.error, PermanentError) for f in failures)
+            reason = "permanent" if permanent else "attempts-exhausted"
             extra = {**_failure_headers(message, outcome), headers.ATTEMPT: attempt}
             await self.dead_letter(message, reason, extra)
         elif failures:
@@ -78,10 +83,11 @@ class Settler:
         await message.ack()
 
     def _delay_for(self, attempt: int, errors: list[BaseException | None]) -> float:
+        tiers = self._settings.retry_delays
         asked = [e.delay for e in errors if isinstance(e, Retry) and e.delay is not None]
         if asked:
-            return max(asked)
-        tiers = self._settings.retry_delays
+            steps = sorted({*RETRY_LADDER, *tiers})
+            return next((step for step in steps if step >= max(asked)), steps[-1])
         return tiers[min(attempt - 1, len(tiers) - 1)]
 
     async def retry(
@@ -97,6 +103,21 @@ class Settler:
             mandatory=True,
         )
 
+    async def undecodable(self, message: AbstractIncomingMessage, error: DecodeError) -> None:
+        """A message that is not a callback: dead-letter it at once, never requeue it."""
+        log.error("callback.undecodable", message_id=message.message_id, error=str(error))
+        try:
+            await self.dead_letter(
+                message,
+                "undecodable",
+                {headers.ERROR_TYPE: "DecodeError", headers.ERROR: _text(error),
+                 headers.LAST_FAILURE: now_iso()},
+            )  # fmt: skip
+        except (AMQPError, ChannelInvalidStateError, RuntimeError):
+            await message.reject(requeue=False)  # the work queue's own dead-letter route
+            return
+        await message.ack()
+
     async def dead_letter(
         self, message: AbstractIncomingMessage, reason: str, extra: dict[str, Any]
     ) -> None:
@@ -105,6 +126,7 @@ class Settler:
         await exchange.publish(
             copy_of(message, {**extra, headers.DEAD_REASON: reason}),
             routing_key=message.routing_key or "",
+            mandatory=True,  # an unbound dead-letter queue must fail loudly, not drop it
         )
 
 

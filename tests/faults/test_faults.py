@@ -9,6 +9,7 @@ they run last and one at a time.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -35,6 +36,15 @@ pytestmark = pytest.mark.faults
 CONCURRENCY = 32
 
 
+def require(command: str) -> None:
+    """A missing tool skips the scenario locally and fails it under CI=true."""
+    if not have(command):
+        message = f"{command} is not installed here"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: a missing service tool fails the run)")
+        pytest.skip(message)
+
+
 @pytest.fixture
 async def sink(tmp_path: Path, amqp_url: str, redis_url: str) -> AsyncIterator[Sink]:
     sink = Sink(tmp_path, amqp_url, redis_url, SINK_HANDLER_TIMEOUT="2")
@@ -55,8 +65,7 @@ def assert_exactly_once(figures: Figures, *, killed_inflight: int = 0) -> None:
 
 
 async def test_rabbitmq_stopped_mid_stream_loses_nothing_and_refuses_nothing(sink: Sink) -> None:
-    if not have("rabbitmqctl"):
-        pytest.skip("rabbitmqctl is not installed here")
+    require("rabbitmqctl")
     await sink.start_ingress()
     await sink.start_worker()
     sender = Sender(sink.url, stream_bodies(3000, "rabbit"), rate=200)
@@ -96,8 +105,7 @@ async def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(sink: Sink
 
 
 async def test_an_ingress_killed_with_a_full_spool_drains_it_when_restarted(sink: Sink) -> None:
-    if not have("rabbitmqctl"):
-        pytest.skip("rabbitmqctl is not installed here")
+    require("rabbitmqctl")
     ingress = await sink.start_ingress()
     await sink.start_worker()
     before = Sender(sink.url, stream_bodies(500, "ikill-a"), rate=500)
@@ -131,8 +139,7 @@ async def test_an_ingress_killed_with_a_full_spool_drains_it_when_restarted(sink
 async def test_redis_restarted_mid_stream_loses_nothing_and_runs_nothing_twice(
     sink: Sink,
 ) -> None:
-    if not have("redis-server"):
-        pytest.skip("redis-server is not installed here")
+    require("redis-server")
     await sink.start_ingress()
     await sink.start_worker()
     sender = Sender(sink.url, stream_bodies(2000, "redis"), rate=300)
