@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import Phase
 from hypothesis import strategies as st
 
 from easemob.emulator import Emulator
@@ -183,6 +185,28 @@ TRICKY: list[tuple[Any, ...]] = [
     ("admin", 0, "u1"),
     ("unmute", 0, ["u1"]),
 ]
+
+
+#: Shrinking replays the whole pipeline hundreds of times; the failing example is printed
+#: as found instead.
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
+#: Share of callbacks delivered twice in the property tests.
+DUPLICATE_SHARE = 0.25
+
+
+async def emit_shuffled(
+    emulator: RunningEmulator, operations: list[tuple[Any, ...]], order: random.Random
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Run ``operations`` against the emulator; return the groups made and the callbacks it
+    emitted, a quarter of them duplicated, all in a shuffled order."""
+    outbox = emulator.emulator.callbacks.outbox
+    start = len(outbox)
+    async with emulator.client() as client:
+        groups = await run_operations(client, operations)
+    emitted = outbox[start:]
+    deliveries = emitted + [doc for doc in emitted if order.random() < DUPLICATE_SHARE]
+    order.shuffle(deliveries)
+    return groups, deliveries
 
 
 async def run_operations(client: GroupClient, operations: list[tuple[Any, ...]]) -> list[str]:

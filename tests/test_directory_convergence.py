@@ -11,21 +11,22 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from handlers.directory import DirectorySettings, Tracker
 from handlers.directory.store import Directory
 from sink.events import decode
 from tests.directory_fixtures import (  # noqa: F401
+    NO_SHRINK,
     TRICKY,
     RunningEmulator,
     directory_url_fixture,
+    emit_shuffled,
     emulator_fixture,
     expected_view,
     group_operations,
     observed_view,
-    run_operations,
 )
 
 
@@ -35,11 +36,6 @@ async def tracker(directory_url: str, emulator: RunningEmulator) -> AsyncIterato
     tracker = Tracker(directory, emulator.client())
     yield tracker
     await tracker.close()
-
-
-#: Shrinking replays the whole pipeline hundreds of times; the failing example is printed
-#: as found instead.
-NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 @example(operations=TRICKY, order=random.Random(0))
@@ -52,13 +48,7 @@ async def test_the_directory_ends_equal_to_the_emulator_whatever_the_delivery_or
     operations: list[tuple[Any, ...]],
     order: random.Random,
 ) -> None:
-    outbox = emulator.emulator.callbacks.outbox
-    start = len(outbox)
-    async with emulator.client() as client:
-        groups = await run_operations(client, operations)
-    emitted = outbox[start:]
-    deliveries = emitted + [doc for doc in emitted if order.random() < 0.25]
-    order.shuffle(deliveries)
+    groups, deliveries = await emit_shuffled(emulator, operations, order)
     for doc in deliveries:
         await tracker.record(decode(orjson.dumps(doc)))
     for index, group_id in enumerate(groups):

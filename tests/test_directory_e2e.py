@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, Phase, example, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -26,14 +26,15 @@ from sink.events import Event
 from sink.settings import Settings
 from tests.conftest import SECRET
 from tests.directory_fixtures import (  # noqa: F401
+    NO_SHRINK,
     TRICKY,
     RunningEmulator,
     directory_url_fixture,
+    emit_shuffled,
     emulator_fixture,
     expected_view,
     group_operations,
     observed_view,
-    run_operations,
 )
 from worker.consumer import Worker
 
@@ -114,11 +115,6 @@ async def pipeline(
     await sender.stop()
 
 
-#: Shrinking replays the whole pipeline hundreds of times; the failing example is printed
-#: as found instead.
-NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
-
-
 @example(operations=TRICKY, order=random.Random(0))
 @hypothesis_settings(max_examples=15, deadline=None, derandomize=True, phases=NO_SHRINK,
                      suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
@@ -129,16 +125,10 @@ async def test_callbacks_through_ingress_broker_and_worker_rebuild_the_emulators
     operations: list[tuple[Any, ...]],
     order: random.Random,
 ) -> None:
-    outbox = emulator.emulator.callbacks.outbox
-    start = len(outbox)
-    async with emulator.client() as client:
-        groups = await run_operations(client, operations)
-    emitted = outbox[start:]
-    deliveries = emitted + [doc for doc in emitted if order.random() < 0.25]
-    order.shuffle(deliveries)
+    groups, deliveries = await emit_shuffled(emulator, operations, order)
     for doc in deliveries:
         assert await pipeline.sender.deliver(orjson.dumps(doc)) == 200
-    await pipeline.wait_for({doc["callId"] for doc in emitted})
+    await pipeline.wait_for({doc["callId"] for doc in deliveries})
     directory = (await directory_module.tracker()).directory
     for index, group_id in enumerate(groups):
         expected = expected_view(emulator.emulator, group_id)
