@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,7 +22,6 @@ import handlers.directory as directory_module
 from easemob.emulator.callbacks import CallbackSender
 from handlers.registry import Handler, collect
 from sink.events import Event
-from sink.settings import Settings
 from tests.conftest import SECRET
 from tests.directory_fixtures import (  # noqa: F401
     NO_SHRINK,
@@ -40,12 +38,6 @@ from worker.consumer import Worker
 
 #: How long the worker may take to apply one example's callbacks.
 SETTLE_TIMEOUT = 60.0
-
-
-@pytest.fixture
-def settings(settings: Settings, tmp_path: Path) -> Settings:
-    """The shared test settings, with an outage spool of this test's own."""
-    return replace(settings, spool_dir=str(tmp_path / "spool"))
 
 
 @dataclass

@@ -240,12 +240,6 @@ async def test_faults_are_injected_at_the_configured_rates() -> None:
     assert emulator.faults.injected == {429: statuses.count(429), 503: statuses.count(503)}
 
 
-@pytest.fixture
-def settings(settings: Settings, tmp_path: Path) -> Settings:
-    """The shared test settings, with an outage spool of this test's own."""
-    return replace(settings, spool_dir=str(tmp_path / "spool"))
-
-
 class Sink:
     """A stand-in receiver answering from a script of statuses (then 200)."""
 
