@@ -34,7 +34,7 @@ class Settings:
     dedup_url: str = field(default="memory://", repr=False)
     #: How long a "done" mark is kept, seconds (longer than Easemob's 3-day re-send window).
     dedup_ttl: float = 4 * DAY
-    #: How long a claim is held while a handler runs; also the handler time-out, seconds.
+    #: A handler running longer is cancelled and retried, seconds; its claim lease is twice this.
     handler_timeout: float = 60.0
     #: HTTP listen address and port of the ingress.
     host: str = "127.0.0.1"
