@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from sink.errors import ConfigError
 from sink.examples import load_examples, resign
 from sink.settings import Settings
 from sink.topology import Topology
-from worker.dlq import DeadLetters, render
+from worker.dlq import DeadLetter, DeadLetters, render
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,31 +100,35 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p.set_defaults(command=command)
 
 
-def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def run() -> int:
+def _dead_letters(
+    settings: Settings, action: Callable[[DeadLetters], Awaitable[list[DeadLetter]]]
+) -> list[DeadLetter]:
+    """Open the dead-letter queue, run ``action`` on it, close it (unreplayed letters return)."""
+
+    async def run() -> list[DeadLetter]:
         async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
-            letters = await q.letters()
-        print(f"{'CALL ID':40} {'EVENT':24} {'HANDLER':32} {'ATT':>3} {'AGE':>5}  ERROR")
-        for d in letters:
-            print(f"{d.call_id:40} {d.event_name:24} {d.handlers or '-':32} {d.attempts:>3} "
-                  f"{d.age():>5}  {d.reason}: {d.error}"[:240])  # fmt: skip
-        print(f"{len(letters)} dead letter(s)")
-        return 0
+            return await action(q)
 
     return asyncio.run(run())
+
+
+def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    letters = _dead_letters(settings, lambda q: q.letters())
+    print(f"{'CALL ID':40} {'EVENT':24} {'HANDLER':32} {'ATT':>3} {'AGE':>5}  ERROR")
+    for d in letters:
+        print(f"{d.call_id:40} {d.event_name:24} {d.handlers or '-':32} {d.attempts:>3} "
+              f"{d.age():>5}  {d.reason}: {d.error}"[:240])  # fmt: skip
+    print(f"{len(letters)} dead letter(s)")
+    return 0
 
 
 def _dlq_show(args: argparse.Namespace, settings: Settings) -> int:
-    async def run() -> int:
-        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
-            found = [d for d in await q.letters() if d.call_id == args.call_id]
-        for letter in found:
-            print(render(letter))
-        if not found:
-            print(f"no dead letter with call id {args.call_id}", file=sys.stderr)
-        return 0 if found else 1
-
-    return asyncio.run(run())
+    found = [d for d in _dead_letters(settings, lambda q: q.letters()) if d.call_id == args.call_id]
+    for letter in found:
+        print(render(letter))
+    if not found:
+        print(f"no dead letter with call id {args.call_id}", file=sys.stderr)
+    return 0 if found else 1
 
 
 def _dlq_select(args: argparse.Namespace) -> dict[str, str | None]:
@@ -132,29 +136,20 @@ def _dlq_select(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    async def run() -> int:
-        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
-            done = await q.replay(**_dlq_select(args))
-        for d in done:
-            print(f"replayed {d.call_id} {d.event_name} ({d.handlers})")
-        print(f"{len(done)} dead letter(s) replayed")
-        return 0
-
-    return asyncio.run(run())
+    done = _dead_letters(settings, lambda q: q.replay(**_dlq_select(args)))
+    for d in done:
+        print(f"replayed {d.call_id} {d.event_name} ({d.handlers})")
+    print(f"{len(done)} dead letter(s) replayed")
+    return 0
 
 
 def _dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
     if not args.yes:
         print("dlq purge deletes dead letters for good: add --yes to confirm", file=sys.stderr)
         return 2
-
-    async def run() -> int:
-        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
-            done = await q.purge(**_dlq_select(args))
-        print(f"{len(done)} dead letter(s) purged")
-        return 0
-
-    return asyncio.run(run())
+    done = _dead_letters(settings, lambda q: q.purge(**_dlq_select(args)))
+    print(f"{len(done)} dead letter(s) purged")
+    return 0
 
 
 def _ingress(args: argparse.Namespace, settings: Settings) -> int:

@@ -83,20 +83,21 @@ async def emulator_fixture() -> AsyncIterator[RunningEmulator]:
     await server.close()
 
 
-async def _create_database(name: str) -> None:
+async def _admin(statement: str) -> None:
+    """Run one statement on the PostgreSQL server's maintenance database."""
     connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def _create_database(name: str) -> None:
+    await _admin(f'CREATE DATABASE "{name}"')
 
 
 async def _drop_database(name: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(name="postgres_url")
