@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "sink"]
+CLI = [sys.executable, "-m", "callback_sink"]
 
 
 class SinkProcess:

@@ -25,7 +25,7 @@ def test_sign_prints_the_body_with_a_correct_security(tmp_path: Path) -> None:
     body = tmp_path / "callback.json"
     body.write_bytes(orjson.dumps({"callId": "XXXX#XXXX_1", "timestamp": 1644914583273}))
     out = subprocess.run(
-        [sys.executable, "-m", "sink", "sign", str(body), "--secret", "s3cr3t"],
+        [sys.executable, "-m", "callback_sink", "sign", str(body), "--secret", "s3cr3t"],
         capture_output=True, check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     signed = orjson.loads(out.stdout)
@@ -35,7 +35,7 @@ def test_sign_prints_the_body_with_a_correct_security(tmp_path: Path) -> None:
 def test_every_command_has_help() -> None:
     for command in ("ingress", "worker", "run", "sign", "send"):
         out = subprocess.run(
-            [sys.executable, "-m", "sink", command, "--help"],
+            [sys.executable, "-m", "callback_sink", command, "--help"],
             capture_output=True, check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         assert b"usage: callback-sink" in out.stdout
@@ -43,7 +43,7 @@ def test_every_command_has_help() -> None:
 
 def test_a_bad_setting_stops_start_up_naming_the_variable() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "sink", "worker"],
+        [sys.executable, "-m", "callback_sink", "worker"],
         capture_output=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "SINK_PREFETCH": "many"},
     )  # fmt: skip
     assert out.returncode == 2
@@ -71,7 +71,7 @@ async def test_run_without_configuration_then_send_gets_every_example_handled(
         assert secret in printed and f"http://127.0.0.1:{port}/callbacks" in printed
 
         send = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sink", "send", f"http://127.0.0.1:{port}/callbacks",
+            sys.executable, "-m", "callback_sink", "send", f"http://127.0.0.1:{port}/callbacks",
             cwd=run_cwd, env=run.env, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(send.communicate(), 60)

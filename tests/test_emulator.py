@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from easemob.cli import _callback_secret
+from callback_sink.easemob_cli import _callback_secret
 from easemob.emulator import Emulator
 from easemob.emulator.callbacks import CallbackSender
 from easemob.emulator.state import Change

@@ -228,7 +228,7 @@ async def test_sigterm_lets_handlers_in_flight_finish_and_nothing_runs_twice(
 
 async def _cli(sink: Sink, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sink", *args, cwd=ROOT,
+        sys.executable, "-m", "callback_sink", *args, cwd=ROOT,
         env={**sink.env, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 60)

@@ -15,14 +15,14 @@ from typing import Any
 
 import orjson
 
+from callback_sink.service import stop_on_signals
 from easemob.emulator import Emulator, serve
 from easemob.settings import EmulatorSettings
 from sink.devsecret import DEV_SECRET_FILE, read_dev_secret
 from sink.errors import ConfigError
-from sink.service import stop_on_signals
 from sink.settings import Settings
 
-#: Where ``callback-sink run`` keeps its development secret (see sink/cli.py).
+#: Where ``callback-sink run`` keeps its development secret (see callback_sink/cli.py).
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from easemob.cli import register as register_easemob_commands
-from sink import logs, service
+from callback_sink import service
+from callback_sink.easemob_cli import register as register_easemob_commands
+from sink import logs
 from sink.devsecret import DEV_SECRET_FILE, ensure_dev_secret, read_dev_secret
 from sink.errors import ConfigError
 from sink.examples import load_examples, resign

@@ -1,7 +1,0 @@
-"""``python -m sink`` is ``callback-sink``."""
-
-import sys
-
-from sink.cli import main
-
-sys.exit(main())
