@@ -11,12 +11,19 @@ A handler is a plain typed ``async def`` taking an :class:`Event`, subscribed wi
 
 Raise :class:`Retry` to be called again later, :class:`PermanentError` to give up at once;
 any other exception is retried with backoff and dead-lettered after the last attempt.
+Per-handler options override the worker's settings::
+
+    @on("message", timeout=5, retries=3, give_up_on=(ValueError,), concurrency=4)
+
+``@on_startup`` / ``@on_shutdown`` mark module-level ``async def`` hooks run before the first
+callback and after the last one (open and close pools there).
 """
 
-from handlers.registry import Handler, Registry, load, on, on_shutdown
+from handlers.registry import Handler, Options, Registry, load, on, on_shutdown, on_startup
 from sink.errors import PermanentError, Retry
 from sink.events import Event
 
 __all__ = [
-    "Event", "Handler", "PermanentError", "Registry", "Retry", "load", "on", "on_shutdown",
+    "Event", "Handler", "Options", "PermanentError", "Registry", "Retry", "load", "on",
+    "on_shutdown", "on_startup",
 ]  # fmt: skip

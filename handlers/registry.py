@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TypeVar, cast
 
 from sink import logs, names
-from sink.errors import HandlerLoadError
+from sink.errors import HandlerLoadError, StartupError
 from sink.events import Event
 
 HandlerFunc = Callable[[Event], Awaitable[None]]
@@ -24,6 +24,8 @@ F = TypeVar("F", bound=HandlerFunc)
 
 ENTRY_POINT_GROUP = "callback_sink.handlers"
 _MARK = "__callback_sink_subscriptions__"
+_OPTIONS_MARK = "__callback_sink_options__"
+_STARTUP_MARK = "__callback_sink_on_startup__"
 _SHUTDOWN_MARK = "__callback_sink_on_shutdown__"
 
 Hook = Callable[[], Awaitable[None]]
@@ -32,25 +34,69 @@ H = TypeVar("H", bound=Hook)
 log = logs.get("handlers")
 
 
-def on(*subscriptions: str) -> Callable[[F], F]:
+@dataclass(frozen=True)
+class Options:
+    """Per-handler overrides of the worker-wide settings; ``None`` means "the worker's"."""
+
+    #: Seconds before the handler is cancelled and retried (``SINK_HANDLER_TIMEOUT``).
+    timeout: float | None = None
+    #: Attempts before the callback is dead-lettered for this handler (``SINK_MAX_ATTEMPTS``).
+    retries: int | None = None
+    #: Exception types that dead-letter at once, without retrying (like ``PermanentError``).
+    give_up_on: tuple[type[BaseException], ...] = ()
+    #: Most callbacks this handler runs at once in one worker (``SINK_CONCURRENCY``).
+    concurrency: int | None = None
+
+
+def on(
+    *subscriptions: str,
+    timeout: float | None = None,
+    retries: int | None = None,
+    give_up_on: Iterable[type[BaseException]] = (),
+    concurrency: int | None = None,
+) -> Callable[[F], F]:
     """Subscribe an ``async def handler(event)`` to event names, families or ``*``.
 
-    A name nobody knows fails here, at import time, with a message naming it.
+    ``timeout``, ``retries`` (attempts in all, the first included), ``give_up_on``
+    (exception types never worth a retry) and ``concurrency`` override the worker-wide
+    settings for this handler alone. A name nobody knows, or a bad option, fails here, at
+    import time, with a message naming it.
     """
     if not subscriptions:
         raise HandlerLoadError("@on() needs at least one event name")
     for name in subscriptions:
         if not names.is_subscribable(name):
             raise HandlerLoadError(f"@on({name!r}): unknown event name (see README: Event names)")
+    if timeout is not None and timeout <= 0:
+        raise HandlerLoadError(f"@on(timeout={timeout!r}): must be a positive number of seconds")
+    for option, value in (("retries", retries), ("concurrency", concurrency)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise HandlerLoadError(f"@on({option}={value!r}): must be an integer of at least 1")
+    errors = tuple(give_up_on)
+    for error in errors:
+        if not (isinstance(error, type) and issubclass(error, BaseException)):
+            raise HandlerLoadError(f"@on(give_up_on=...): {error!r} is not an exception type")
+    options = Options(timeout, retries, errors, concurrency)
 
     def mark(func: F) -> F:
         if not inspect.iscoroutinefunction(func):
             raise HandlerLoadError(f"@on handler {func.__qualname__} must be an async def")
         existing: tuple[str, ...] = getattr(func, _MARK, ())
         setattr(func, _MARK, tuple(dict.fromkeys((*existing, *subscriptions))))
+        setattr(func, _OPTIONS_MARK, options)
         return cast(F, func)
 
     return mark
+
+
+def on_startup(func: H) -> H:
+    """Mark an ``async def open() -> None`` of a handler module to be awaited, in
+    registration order, before the worker takes its first message: open pools, check
+    settings. An exception stops the worker at once with a one-line error."""
+    if not inspect.iscoroutinefunction(func):
+        raise HandlerLoadError(f"@on_startup hook {func.__qualname__} must be an async def")
+    setattr(func, _STARTUP_MARK, True)
+    return cast(H, func)
 
 
 def on_shutdown(func: H) -> H:
@@ -69,6 +115,7 @@ class Handler:
     name: str
     func: HandlerFunc = field(compare=False)
     subscriptions: tuple[str, ...]
+    options: Options = field(default=Options(), compare=False)
 
     def wants(self, event_name: str) -> bool:
         return any(names.matches(sub, event_name) for sub in self.subscriptions)
@@ -77,8 +124,14 @@ class Handler:
 class Registry:
     """The handlers of one worker, looked up by event name."""
 
-    def __init__(self, handlers: Iterable[Handler], shutdown_hooks: Iterable[Hook] = ()) -> None:
+    def __init__(
+        self,
+        handlers: Iterable[Handler],
+        shutdown_hooks: Iterable[Hook] = (),
+        startup_hooks: Iterable[Hook] = (),
+    ) -> None:
         self.handlers: tuple[Handler, ...] = tuple(handlers)
+        self.startup_hooks: tuple[Hook, ...] = tuple(startup_hooks)
         self.shutdown_hooks: tuple[Hook, ...] = tuple(shutdown_hooks)
         self._by_name: dict[str, tuple[Handler, ...]] = {}
 
@@ -92,6 +145,16 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.handlers)
+
+    async def startup(self) -> None:
+        """Await every ``@on_startup`` hook in registration order; the first that fails
+        raises :class:`StartupError` naming it (the worker must not consume)."""
+        for hook in self.startup_hooks:
+            try:
+                await hook()
+            except Exception as exc:
+                name = f"{hook.__module__}.{hook.__qualname__}"
+                raise StartupError(f"start-up hook {name} failed: {exc}") from exc
 
     async def shutdown(self) -> None:
         """Await every module's ``@on_shutdown`` hook; one failing does not stop the rest."""
@@ -108,7 +171,8 @@ def collect(module: ModuleType) -> list[Handler]:
     for attr in vars(module).values():
         subscriptions = getattr(attr, _MARK, None)
         if subscriptions and getattr(attr, "__module__", None) == module.__name__:
-            found.append(Handler(f"{module.__name__}.{attr.__qualname__}", attr, subscriptions))
+            name = f"{module.__name__}.{attr.__qualname__}"
+            found.append(Handler(name, attr, subscriptions, getattr(attr, _OPTIONS_MARK)))
     return found
 
 
@@ -141,11 +205,14 @@ def load(modules: Sequence[str], *, use_entry_points: bool = True) -> Registry:
             if module is not None:
                 loaded.setdefault(module.__name__, module)
     handlers: list[Handler] = []
-    hooks: list[Hook] = []
     for module in loaded.values():
         handlers.extend(collect(module))
-        hooks.extend(
-            attr for attr in vars(module).values()
-            if getattr(attr, _SHUTDOWN_MARK, False) and attr.__module__ == module.__name__
-        )  # fmt: skip
-    return Registry(handlers, hooks)
+    found = list(loaded.values())
+    return Registry(handlers, _hooks(found, _SHUTDOWN_MARK), _hooks(found, _STARTUP_MARK))
+
+
+def _hooks(modules: Iterable[ModuleType], mark: str) -> list[Hook]:
+    return [
+        attr for module in modules for attr in vars(module).values()
+        if getattr(attr, mark, False) and attr.__module__ == module.__name__
+    ]  # fmt: skip

@@ -19,6 +19,11 @@ class HandlerLoadError(ConfigError):
     """A handler module cannot be imported or subscribes to an unknown event name."""
 
 
+class StartupError(SinkError):
+    """A process cannot start: a handler's start-up hook failed, or the broker or the dedup
+    store did not answer within ``SINK_STARTUP_TIMEOUT_S``. One line, then a non-zero exit."""
+
+
 class Rejected(SinkError):
     """The ingress refuses a callback: ``status`` is the HTTP answer, ``reason`` is logged."""
 

@@ -6,11 +6,12 @@ changed across RabbitMQ versions), and dead letters say why they died.
 
 EVENT = "x-sink-event"  # event name, e.g. muc:apply
 ATTEMPT = "x-sink-attempt"  # 1 for the first delivery, +1 per retry
+DELIVERIES = "x-sink-deliveries"  # deliveries before this copy was published (crash-loop budget)
 FIRST_FAILURE = "x-sink-first-failure"  # ISO time of the first failed attempt
 LAST_FAILURE = "x-sink-last-failure"  # ISO time of the latest failed attempt
 FAILED_HANDLERS = "x-sink-failed-handlers"  # comma-separated handler names
 ERROR_TYPE = "x-sink-error-type"  # exception class of the (first) failed handler
 ERROR = "x-sink-error"  # its message, truncated
-DEAD_REASON = "x-sink-dead-reason"  # attempts-exhausted | permanent | undecodable
+DEAD_REASON = "x-sink-dead-reason"  # attempts-exhausted | permanent | delivery-limit | undecodable
 SETTLED = "x-sink-settled"  # handlers already done for this callback: a retry skips them
 REPLAYED = "x-sink-replayed"  # set when `dlq replay` puts a dead letter back

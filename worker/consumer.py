@@ -1,14 +1,21 @@
 """The worker process: connect, declare, consume, and stop gracefully.
 
-Each delivery runs the visible pipeline of :func:`Worker.handle`:
-decode → claim + dispatch (:mod:`worker.pipeline`) → settle (:mod:`worker.settle`).
+Each delivery runs the visible pipeline of :meth:`Worker.handle`:
+decode → claim + dispatch (:mod:`worker.pipeline`) → decide (:mod:`worker.decide`) →
+settle (:mod:`worker.settle`, the one owner of every ack and nack).
+
+At start-up the worker waits for the broker and the dedup store (retrying with backoff for
+``SINK_STARTUP_TIMEOUT_S``), then awaits the handlers' ``@on_startup`` hooks, and only then
+consumes; any of these failing raises :class:`StartupError`: one line, a non-zero exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aio_pika
 from aio_pika.abc import (
@@ -22,18 +29,56 @@ from structlog.contextvars import bound_contextvars
 
 from handlers.registry import Registry
 from sink import logs
-from sink.errors import DecodeError, DedupUnavailable
+from sink.errors import DecodeError, DedupUnavailable, StartupError
 from sink.events import decode
 from sink.settings import Settings
 from sink.topology import Topology, declare
+from worker.decide import Policy, decide, over_budget
 from worker.dedup import DedupStore
-from worker.pipeline import Outcome, Result, dispatch
-from worker.settle import Settler, settled_of
+from worker.pipeline import Outcome, Result, RunPolicy, dispatch
+from worker.settle import Settler, delivery_of, settled_of
 
 log = logs.get("worker")
 
+T = TypeVar("T")
+
 #: How often a paused worker checks whether the dedup store is back, seconds.
 DEDUP_PROBE_INTERVAL = 1.0
+#: Start-up retry backoff: first wait and cap, seconds.
+STARTUP_BACKOFF = (0.5, 5.0)
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(settings.max_attempts, settings.max_deliveries, settings.retry_delays)
+
+
+def run_policy_of(settings: Settings, registry: Registry) -> RunPolicy:
+    slots = {
+        h.name: asyncio.Semaphore(h.options.concurrency)
+        for h in registry.handlers
+        if h.options.concurrency is not None
+    }
+    return RunPolicy(settings.handler_timeout, settings.claim_lease, settings.dedup_ttl, slots)
+
+
+async def with_retries(what: str, attempt: Callable[[], Awaitable[T]], patience: float) -> T:
+    """``attempt()`` until it succeeds, with logged backoff, for at most ``patience`` seconds;
+    then :class:`StartupError` naming ``what`` and the last error."""
+    timeout = patience
+    deadline = time.monotonic() + timeout
+    delay, cap = STARTUP_BACKOFF
+    while True:
+        try:
+            return await attempt()
+        except (TimeoutError, OSError, AMQPError, DedupUnavailable) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                raise StartupError(
+                    f"{what} did not answer within SINK_STARTUP_TIMEOUT_S={timeout:g}s ({error})"
+                ) from None
+            log.warning("worker.waiting", dependency=what, error=error, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
 
 
 class Worker:
@@ -49,6 +94,8 @@ class Worker:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._settler: Settler | None = None
+        self._policy = policy_of(settings)
+        self._run_policy = run_policy_of(settings, registry)
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._pause_task: asyncio.Task[None] | None = None
@@ -62,13 +109,21 @@ class Worker:
         await self.stop()
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        """Wait for the broker and the dedup store, run the start-up hooks, then consume."""
+        timeout = self.settings.startup_timeout
+        self._connection = await with_retries(
+            "RabbitMQ (SINK_AMQP_URL)",
+            lambda: aio_pika.connect_robust(self.settings.amqp_url, timeout=5),
+            timeout,
+        )
+        await with_retries("the dedup store (SINK_DEDUP_URL)", self.store.ping, timeout)
+        await self.registry.startup()
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         await declare(channel, self.topology)
-        self._settler = Settler(channel, self.topology, self.settings)
+        self._settler = Settler(channel, self.topology)
         # ensure=True declares (passively) through the robust channel, which then restores
         # the queue and its consumer after a reconnection; ensure=False would not.
         self._queue = await channel.get_queue(self.topology.work_queue, ensure=True)
@@ -121,51 +176,43 @@ class Worker:
         try:
             async with self._slots:
                 if self._stopping:  # prefetched but not started: let another worker have it
-                    with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
-                        await message.nack(requeue=True)
+                    assert self._settler is not None
+                    await self._settler.requeue(message)
                     return
                 await self.handle(message)
         finally:
             self._inflight.discard(task)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        """decode → claim → dispatch → settle, for one delivery."""
-        assert self._settler is not None
+        """decode → claim + dispatch → decide → settle, for one delivery."""
+        settler = self._settler
+        assert settler is not None
         try:
             event = decode(message.body)
         except DecodeError as exc:
-            await self._settle_safely(message, self._settler.undecodable(message, exc))
+            await settler.undecodable(message, exc)
             return
+        delivery = delivery_of(message)
         with bound_contextvars(call_id=event.call_id, event_name=event.name):
-            try:
-                outcome = await dispatch(
-                    event,
-                    self.registry.for_event(event.name),
-                    self.store,
-                    handler_timeout=self.settings.handler_timeout,
-                    done_ttl=self.settings.dedup_ttl,
-                    settled=settled_of(message),
-                )
-            except Exception as exc:  # a bug of ours: never leave the message unsettled
-                log.exception("callback.dispatch_failed", error=f"{type(exc).__name__}: {exc}")
-                await self._settle_safely(message, message.nack(requeue=True))
-                return
+            outcome = Outcome(event, settled_of(message))
+            if not over_budget(delivery, self._policy):
+                try:
+                    outcome = await dispatch(
+                        event,
+                        self.registry.for_event(event.name),
+                        self.store,
+                        self._run_policy,
+                        settled=outcome.settled_before,
+                    )
+                except Exception as exc:  # a bug of ours: never leave the message unsettled
+                    log.exception("callback.dispatch_failed", error=f"{type(exc).__name__}: {exc}")
+                    await settler.requeue(message)
+                    return
             if outcome.store_unavailable:
                 self._store_unreachable(outcome)
-            await self._settle_safely(message, self._settler.settle(message, outcome))
-
-    async def _settle_safely(
-        self, message: AbstractIncomingMessage, settling: Awaitable[object]
-    ) -> None:
-        """Run a settle step; if the channel died under us, the broker redelivers the message
-        (the dedup marks keep finished handlers from running again); if anything else
-        failed, hand the message back rather than hold it unacknowledged forever."""
-        try:
-            await settling
-        except Exception as exc:
-            log.warning("callback.settle_failed", error=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
-                await message.nack(requeue=True)
+            await settler.settle(
+                message, outcome, delivery, decide(outcome, delivery, self._policy)
+            )
 
     def _store_unreachable(self, outcome: Outcome) -> None:
         """Stop taking messages until the dedup store answers again (the message itself is

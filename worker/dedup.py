@@ -4,6 +4,13 @@ A callback is identified by its dedup key (callId, or callId + ``to`` for offlin
 and each handler keeps its own mark, so a redelivery re-runs only the handlers that have not
 succeeded. Two stores share one interface: :class:`MemoryStore` (one process) and
 :class:`RedisStore` (any number of workers).
+
+:meth:`DedupStore.claim_all` takes every handler's claim of one callback in one round trip and
+binds the ``callId`` to the kind of event it first arrived as: Easemob's signature covers only
+``callId`` and ``timestamp``, so a captured callback replayed with another ``eventType`` or
+``payload`` is told apart here (the bound kind differs) and refused as forged. A claim is a
+short lease that the running worker renews (:meth:`DedupStore.renew`), so a worker killed
+mid-handler hands its callbacks over within one lease.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +28,8 @@ from redis.exceptions import RedisError
 from sink.errors import DedupUnavailable
 
 DONE = "done"
+#: The slot under which a callId's first kind is kept (no handler has this name).
+KIND_SLOT = "\x00kind"
 #: The memory store sweeps expired marks after this many writes.
 SWEEP_EVERY = 1024
 
@@ -36,9 +46,33 @@ class Claim:
     token: str = ""
 
 
+@dataclass(frozen=True)
+class Claims:
+    """What :meth:`DedupStore.claim_all` found: the kind the callId is bound to, and (only
+    when that is the kind asked for) one claim per handler, in order."""
+
+    bound_kind: str
+    claims: tuple[Claim, ...] = ()
+
+
 class DedupStore(Protocol):
     async def claim(self, key: str, handler: str, lease: float) -> Claim:
         """Atomically take the right to run ``handler`` for callback ``key``."""
+
+    async def claim_all(
+        self,
+        key: str,
+        call_id: str,
+        kind: str,
+        handlers: Sequence[str],
+        lease: float,
+        bind_ttl: float,
+    ) -> Claims:
+        """Bind ``call_id`` to ``kind`` unless already bound; if bound to ``kind``, claim every
+        handler of callback ``key`` at once (one token for all)."""
+
+    async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
+        """Extend the leases of claims still held (a no-op for claims lost or settled)."""
 
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
         """Record that ``handler`` succeeded; later claims answer DONE for ``ttl`` seconds."""
@@ -96,6 +130,40 @@ class MemoryStore:
         self._set(slot, token, lease)
         return Claim(State.CLAIMED, token)
 
+    async def claim_all(
+        self,
+        key: str,
+        call_id: str,
+        kind: str,
+        handlers: Sequence[str],
+        lease: float,
+        bind_ttl: float,
+    ) -> Claims:
+        bind = (call_id, KIND_SLOT)
+        bound = self._live(bind)
+        if bound is None:
+            self._set(bind, kind, bind_ttl)
+            bound = kind
+        if bound != kind:
+            return Claims(bound)
+        token = uuid.uuid4().hex
+        claims = []
+        for handler in handlers:
+            value = self._live((key, handler))
+            if value == DONE:
+                claims.append(Claim(State.DONE))
+            elif value is not None:
+                claims.append(Claim(State.BUSY))
+            else:
+                self._set((key, handler), token, lease)
+                claims.append(Claim(State.CLAIMED, token))
+        return Claims(bound, tuple(claims))
+
+    async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
+        for handler, claim in claims.items():
+            if self._live((key, handler)) == claim.token:
+                self._set((key, handler), claim.token, lease)
+
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
         self._set((key, handler), DONE, ttl)
 
@@ -124,6 +192,37 @@ _RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# KEYS[1]: the callId's kind binding; KEYS[2..]: one mark per handler.
+# ARGV: kind, token, lease ms, binding TTL ms. Returns {bound kind, state of each handler}.
+_CLAIM_ALL = """
+local bound = redis.call('GET', KEYS[1])
+if not bound then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+  bound = ARGV[1]
+end
+local out = {bound}
+if bound ~= ARGV[1] then return out end
+for i = 2, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
+    out[i] = 'claimed'
+  elseif v == 'done' then
+    out[i] = 'done'
+  else
+    out[i] = 'busy'
+  end
+end
+return out
+"""
+# KEYS: marks; ARGV: token, lease ms. Extends only the leases still ours.
+_RENEW_IF_OWNER = """
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+return 0
+"""
+_STATES = {b"claimed": State.CLAIMED, b"done": State.DONE, b"busy": State.BUSY}
 
 
 class RedisStore:
@@ -136,6 +235,8 @@ class RedisStore:
         self._prefix = prefix
         self._done = self._redis.register_script(_DONE_IF_OWNER)
         self._release = self._redis.register_script(_RELEASE_IF_OWNER)
+        self._claim_all = self._redis.register_script(_CLAIM_ALL)
+        self._renew = self._redis.register_script(_RENEW_IF_OWNER)
 
     def _key(self, key: str, handler: str) -> str:
         return f"{self._prefix}:dedup:{handler}:{key}"
@@ -155,6 +256,45 @@ class RedisStore:
             return await self.claim(key, handler, lease)
         return Claim(State.BUSY)
 
+    async def claim_all(
+        self,
+        key: str,
+        call_id: str,
+        kind: str,
+        handlers: Sequence[str],
+        lease: float,
+        bind_ttl: float,
+    ) -> Claims:
+        token = uuid.uuid4().hex
+        keys = [f"{self._prefix}:kind:{call_id}", *(self._key(key, h) for h in handlers)]
+        args: list[str | int] = [
+            kind,
+            token,
+            max(1, int(lease * 1000)),
+            max(1, int(bind_ttl * 1000)),
+        ]
+        try:
+            reply = await self._claim_all(keys=keys, args=args)
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+        bound = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if bound != kind:
+            return Claims(bound)
+        claims = tuple(
+            Claim(_STATES[state], token if state == b"claimed" else "") for state in reply[1:]
+        )
+        return Claims(bound, claims)
+
+    async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
+        by_token: dict[str, list[str]] = {}
+        for handler, claim in claims.items():
+            by_token.setdefault(claim.token, []).append(self._key(key, handler))
+        try:
+            for token, keys in by_token.items():
+                await self._renew(keys=keys, args=[token, _ms(lease)])
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
         try:
             await self._done(keys=[self._key(key, handler)], args=[claim.token, int(ttl * 1000)])
@@ -170,8 +310,9 @@ class RedisStore:
     async def purge(self) -> int:
         """Delete every mark under this store's prefix (tests clean up with it)."""
         removed = 0
-        async for key in self._redis.scan_iter(f"{self._prefix}:dedup:*", count=1000):
-            removed += await self._redis.delete(key)
+        for pattern in (f"{self._prefix}:dedup:*", f"{self._prefix}:kind:*"):
+            async for key in self._redis.scan_iter(pattern, count=1000):
+                removed += await self._redis.delete(key)
         return removed
 
     async def ping(self) -> None:
@@ -182,6 +323,10 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def open_store(url: str, prefix: str) -> DedupStore:

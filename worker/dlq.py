@@ -24,7 +24,10 @@ from sink.topology import Topology, declare
 from worker.settle import copy_of, now_iso
 
 #: Failure headers dropped from a replayed copy: the replay starts a fresh attempt count.
-_RESET = (headers.ATTEMPT, headers.DEAD_REASON, headers.FIRST_FAILURE, headers.LAST_FAILURE)
+_RESET = (
+    headers.ATTEMPT, headers.DELIVERIES, headers.DEAD_REASON, headers.FIRST_FAILURE,
+    headers.LAST_FAILURE,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
-"""decode → claim → dispatch: what happens to one delivery before it is settled.
+"""claim → dispatch: what happens to one decoded delivery before it is decided and settled.
 
-Each step is a small function; :mod:`worker.settle` decides ack / retry / dead-letter from
-the :class:`Outcome` these return. Handlers never see the AMQP message.
+Every subscribed handler not already settled is claimed in one round trip
+(:meth:`DedupStore.claim_all`, which also binds the callId to its kind of event), then run one
+after another under its own time-out and concurrency cap while a background task renews the
+leases. :mod:`worker.decide` turns the :class:`Outcome` into ack / retry / dead-letter, and
+:mod:`worker.settle` carries that out. Handlers never see the AMQP message.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from handlers.registry import Handler
@@ -21,11 +24,11 @@ from worker.dedup import Claim, DedupStore, State
 
 log = logs.get("worker")
 
-#: A claim's lease, in handler time-outs: the handler is cancelled after one, and the rest
-#: leaves room to write its done mark through a short dedup-store outage.
-LEASE_FACTOR = 2.0
-#: Of that rest, how long a successful handler's done mark may be retried, in time-outs.
+#: Of a handler's time-out, how long its successful done mark may be retried through a
+#: dedup-store outage (the lease is renewed meanwhile, so nobody else takes it over).
 DONE_PATIENCE = 0.9
+#: How many times per lease a held claim is renewed: a lost renewal or two is harmless.
+RENEWALS_PER_LEASE = 3
 
 
 class Result(enum.Enum):
@@ -49,6 +52,8 @@ class Outcome:
     event: Event
     settled_before: frozenset[str] = frozenset()
     results: list[HandlerResult] = field(default_factory=list)
+    #: The kind this callId was first seen as, when it differs from this event's: forged.
+    forged_as: str | None = None
 
     @property
     def settled(self) -> frozenset[str]:
@@ -69,77 +74,143 @@ class Outcome:
         return any(r.result is Result.UNAVAILABLE for r in self.results)
 
 
+@dataclass(frozen=True)
+class RunPolicy:
+    """The worker-wide limits a handler runs under unless its ``@on(...)`` overrides them."""
+
+    handler_timeout: float
+    lease: float
+    done_ttl: float
+    slots: Mapping[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def timeout_of(self, handler: Handler) -> float:
+        return handler.options.timeout or self.handler_timeout
+
+
 async def dispatch(
     event: Event,
     handlers: Sequence[Handler],
     store: DedupStore,
+    policy: RunPolicy,
     *,
-    handler_timeout: float,
-    done_ttl: float,
     settled: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Claim and run every subscribed handler not already ``settled``, one after another.
 
-    ``settled`` names the handlers an earlier delivery of this very message saw done; a
-    retry skips them outright. When the dedup store cannot be reached no further handler
-    runs (without a claim it may not): they are reported ``UNAVAILABLE``, and the message,
-    carrying what did run in its ``settled`` list, comes back later.
+    ``settled`` names the handlers an earlier delivery of this very message saw done (or
+    that another copy of it owns); this delivery skips them outright. When the dedup store
+    cannot be reached nothing runs (without a claim it may not): every handler is reported
+    ``UNAVAILABLE`` and the message, carrying what did run, comes back later.
     """
     outcome = Outcome(event, settled)
     pending = [h for h in handlers if h.name not in settled]
-    for handler in pending:
-        result = await _run_one(event, handler, store, handler_timeout, done_ttl)
-        outcome.results.append(result)
-        if result.result is Result.UNAVAILABLE:
-            break
-    if outcome.store_unavailable:
-        ran = {r.handler.name for r in outcome.results}
-        outcome.results.extend(
-            HandlerResult(h, Result.UNAVAILABLE) for h in pending if h.name not in ran
-        )
+    try:
+        found = await store.claim_all(
+            event.dedup_key, event.call_id, event.name, [h.name for h in pending],
+            policy.lease, policy.done_ttl,
+        )  # fmt: skip
+    except DedupUnavailable as exc:
+        outcome.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]
+        return outcome
+    if found.bound_kind != event.name:
+        outcome.forged_as = found.bound_kind
+        return outcome
+    held = {h.name: c for h, c in zip(pending, found.claims, strict=True) if c.token}
+    async with _renewing(store, event.dedup_key, held, policy.lease):
+        try:
+            for handler, claim in zip(pending, found.claims, strict=True):
+                if claim.state is State.DONE:
+                    outcome.results.append(HandlerResult(handler, Result.DUPLICATE))
+                elif claim.state is State.BUSY:
+                    outcome.results.append(HandlerResult(handler, Result.BUSY))
+                else:
+                    result = await _run_one(event, handler, store, claim, policy)
+                    held.pop(handler.name, None)
+                    outcome.results.append(result)
+        finally:
+            # Whatever stopped us early (shutdown, SystemExit from a handler), the claims
+            # not run must not wait out their lease before another worker may take them.
+            for name, claim in list(held.items()):
+                held.pop(name)
+                await _release_quietly(store, event, name, claim)
     return outcome
 
 
-async def _run_one(
-    event: Event, handler: Handler, store: DedupStore, limit: float, done_ttl: float
-) -> HandlerResult:
+@contextlib.asynccontextmanager
+async def _renewing(
+    store: DedupStore, key: str, held: dict[str, Claim], lease: float
+) -> AsyncIterator[None]:
+    """Renew the leases in ``held`` (which the caller shrinks as handlers finish)."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(lease / RENEWALS_PER_LEASE)
+            try:
+                await store.renew(key, dict(held), lease)
+            except DedupUnavailable as exc:
+                log.warning("dedup.renew_failed", error=str(exc))
+
+    if not held:
+        yield
+        return
+    task = asyncio.create_task(renew())
     try:
-        claim = await store.claim(event.dedup_key, handler.name, limit * LEASE_FACTOR)
-    except DedupUnavailable as exc:
-        return HandlerResult(handler, Result.UNAVAILABLE, error=exc)
-    if claim.state is State.DONE:
-        return HandlerResult(handler, Result.DUPLICATE)
-    if claim.state is State.BUSY:
-        return HandlerResult(handler, Result.BUSY)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _run_one(
+    event: Event, handler: Handler, store: DedupStore, claim: Claim, policy: RunPolicy
+) -> HandlerResult:
+    limit = policy.timeout_of(handler)
+    slot = policy.slots.get(handler.name)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(limit):
+        async with _maybe(slot), asyncio.timeout(limit):
             await handler.func(event)
     except asyncio.CancelledError as exc:
-        await _release_quietly(store, event, handler, claim)
+        await _release_quietly(store, event, handler.name, claim)
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # the worker is stopping: the message goes back unsettled
         # A handler's own stray CancelledError (a cancelled future it awaited) is a failure.
         return HandlerResult(handler, Result.FAILED, _ms(started), exc)
     except Exception as exc:
-        await _release_quietly(store, event, handler, claim)
+        await _release_quietly(store, event, handler.name, claim)
         return HandlerResult(handler, Result.FAILED, _ms(started), exc)
+    except BaseException:
+        # SystemExit / KeyboardInterrupt from a handler: the process is going down. Give the
+        # claim back first so the redelivery (which counts toward SINK_MAX_DELIVERIES) need
+        # not wait for the lease to lapse.
+        await _release_quietly(store, event, handler.name, claim)
+        raise
     # Shielded: a shutdown that cancels us now must not keep a finished handler's mark from
     # landing, or the redelivery would run it again.
     await asyncio.shield(
-        _mark_done(store, event, handler, claim, done_ttl, patience=limit * DONE_PATIENCE)
+        _mark_done(store, event, handler, claim, policy.done_ttl, patience=limit * DONE_PATIENCE)
     )
     return HandlerResult(handler, Result.OK, _ms(started))
+
+
+@contextlib.asynccontextmanager
+async def _maybe(slot: asyncio.Semaphore | None) -> AsyncIterator[None]:
+    if slot is None:
+        yield
+        return
+    async with slot:
+        yield
 
 
 async def _mark_done(
     store: DedupStore, event: Event, handler: Handler, claim: Claim, ttl: float, patience: float
 ) -> None:
     """The handler succeeded: its done mark should land, or another copy of the callback
-    could run it again. Ride out a short store outage (a Redis restart) within the claim's
-    lease. Past that the mark is lost: a retry copy of this message still skips the handler
-    (its ``settled`` list), but a plain broker redelivery would run it again."""
+    could run it again. Ride out a short store outage (a Redis restart). Past that the mark
+    is lost: a retry copy of this message still skips the handler (its ``settled`` list),
+    but a plain broker redelivery would run it again."""
     delay = 0.05
     deadline = time.monotonic() + patience
     while True:
@@ -155,9 +226,9 @@ async def _mark_done(
             delay = min(delay * 2, 2.0)
 
 
-async def _release_quietly(store: DedupStore, event: Event, handler: Handler, claim: Claim) -> None:
+async def _release_quietly(store: DedupStore, event: Event, handler: str, claim: Claim) -> None:
     with contextlib.suppress(DedupUnavailable):  # the lease expires on its own anyway
-        await store.release(event.dedup_key, handler.name, claim)
+        await store.release(event.dedup_key, handler, claim)
 
 
 def _ms(started: float) -> float:

@@ -1,13 +1,17 @@
-"""settle: the one place that decides ack, retry with backoff, or dead-letter.
+"""settle: the one owner of every ack, nack and publish-to-retry of a delivery.
 
-A retry is a copy of the message published (with confirms) to a delay queue whose TTL
-dead-letters it back into the work queue, carrying ``x-sink-attempt``; the original is acked
-only after that publish is confirmed. A crash in between means a redelivery, which the
-per-handler dedup marks make harmless.
+:func:`worker.decide.decide` says what becomes of a delivery; :class:`Settler` carries it out
+and logs one ``callback.handled`` line per handler. A retry or deferral is a copy of the
+message published (with confirms) to a delay queue whose TTL dead-letters it back into the
+work queue, carrying ``x-sink-attempt`` and ``x-sink-deliveries``; a dead letter is a copy
+published (confirmed, mandatory) to the dead-letter exchange. The delivery is acked only after
+those publishes are confirmed: a crash in between means a redelivery, which the per-handler
+dedup marks make harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -16,21 +20,17 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from sink import headers, logs
-from sink.errors import DecodeError, PermanentError, Retry
-from sink.settings import Settings
+from sink.errors import DecodeError
 from sink.topology import Topology, declare_delay
-from worker.pipeline import Outcome, Result
+from worker.decide import Decision, Delivery, Republish
+from worker.pipeline import HandlerResult, Outcome, Result
 
 log = logs.get("worker")
 
-#: Delay before re-trying a callback whose handler another worker is running right now, or
-#: whose handlers could not be claimed because the dedup store was unreachable.
-BUSY_DELAY = 1.0
-#: What a handler's ``Retry(delay=…)`` is rounded up to, seconds (besides the configured
-#: tiers): every distinct delay is a durable queue, so their number must stay small.
-RETRY_LADDER = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
 #: Longest error message kept in a dead letter's headers.
 MAX_ERROR_CHARS = 500
+#: What a failed settle step can raise when the channel went away under it.
+CHANNEL_ERRORS = (AMQPError, ChannelInvalidStateError, RuntimeError)
 
 
 def now_iso() -> str:
@@ -38,101 +38,146 @@ def now_iso() -> str:
 
 
 class Settler:
-    def __init__(self, channel: AbstractChannel, topology: Topology, settings: Settings) -> None:
+    def __init__(self, channel: AbstractChannel, topology: Topology) -> None:
         self._channel = channel
         self._topology = topology
-        self._settings = settings
         self._delay_queues: set[int] = set()
 
-    async def settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
-        """Log one ``callback.handled`` line per handler and settle the message."""
-        attempt = attempt_of(message)
-        failures = outcome.failures
-        dead = bool(failures) and (
-            attempt >= self._settings.max_attempts
-            or any(isinstance(f.error, PermanentError) for f in failures)
-        )
-        for r in outcome.results:
-            if r.result in (Result.BUSY, Result.UNAVAILABLE):
-                log.debug("callback.deferred", handler=r.handler.name, reason=r.result.value)
-                continue
-            fields: dict[str, Any] = {}
-            if r.error is not None:
-                fields = {"error_type": type(r.error).__name__, "error": _text(r.error)}
-            outcome_name = "dead" if dead and r.result is Result.FAILED else r.result.value
-            log.info(
-                "callback.handled",
-                call_id=outcome.event.call_id,
-                event_name=outcome.event.name,
-                handler=r.handler.name,
-                outcome=outcome_name,
-                duration_ms=r.duration_ms,
-                attempt=attempt,
-                **fields,
-            )
-        if dead:
-            permanent = any(isinstance(f.error, PermanentError) for f in failures)
-            reason = "permanent" if permanent else "attempts-exhausted"
-            extra = {**_failure_headers(message, outcome), headers.ATTEMPT: attempt}
-            await self.dead_letter(message, reason, extra)
-        elif failures:
-            delay = self._delay_for(attempt, [f.error for f in failures])
-            await self.retry(message, delay, attempt + 1, _failure_headers(message, outcome))
-        elif outcome.busy or outcome.store_unavailable:
-            await self.retry(message, BUSY_DELAY, attempt, _settled_header(outcome))
-        await message.ack()
-
-    def _delay_for(self, attempt: int, errors: list[BaseException | None]) -> float:
-        tiers = self._settings.retry_delays
-        asked = [e.delay for e in errors if isinstance(e, Retry) and e.delay is not None]
-        if asked:
-            steps = sorted({*RETRY_LADDER, *tiers})
-            return next((step for step in steps if step >= max(asked)), steps[-1])
-        return tiers[min(attempt - 1, len(tiers) - 1)]
-
-    async def retry(
-        self, message: AbstractIncomingMessage, delay: float, attempt: int, extra: dict[str, Any]
+    async def settle(
+        self,
+        message: AbstractIncomingMessage,
+        outcome: Outcome,
+        delivery: Delivery,
+        decision: Decision,
     ) -> None:
-        delay_ms = max(1, int(delay * 1000))
-        if delay_ms not in self._delay_queues:
-            await declare_delay(self._channel, self._topology, delay_ms)
-            self._delay_queues.add(delay_ms)
-        await self._channel.default_exchange.publish(
-            copy_of(message, {**extra, headers.ATTEMPT: attempt}),
-            routing_key=self._topology.delay_queue(delay_ms),
-            mandatory=True,
-        )
+        """Carry out ``decision``; on any failure hand the message back (never hold it)."""
+        log_outcome(outcome, delivery, decision)
+        try:
+            if decision.dead_letter is not None:
+                await self._dead_letter(message, outcome, delivery, decision)
+            if decision.republish is not None:
+                await self._republish(message, outcome, delivery, decision.republish, decision)
+            await message.ack()
+        except Exception as exc:
+            log.warning("callback.settle_failed", error=f"{type(exc).__name__}: {exc}")
+            await self.requeue(message)
+
+    async def requeue(self, message: AbstractIncomingMessage) -> None:
+        """Hand the delivery back to the broker (it counts toward the delivery budget). If the
+        channel died, the broker redelivers it anyway."""
+        with contextlib.suppress(*CHANNEL_ERRORS):
+            await message.nack(requeue=True)
 
     async def undecodable(self, message: AbstractIncomingMessage, error: DecodeError) -> None:
         """A message that is not a callback: dead-letter it at once, never requeue it."""
         log.error("callback.undecodable", message_id=message.message_id, error=str(error))
+        extra = {headers.ERROR_TYPE: "DecodeError", headers.ERROR: _text(error),
+                 headers.LAST_FAILURE: now_iso(), headers.DEAD_REASON: "undecodable"}  # fmt: skip
         try:
-            await self.dead_letter(
-                message,
-                "undecodable",
-                {headers.ERROR_TYPE: "DecodeError", headers.ERROR: _text(error),
-                 headers.LAST_FAILURE: now_iso()},
-            )  # fmt: skip
-        except (AMQPError, ChannelInvalidStateError, RuntimeError):
-            await message.reject(requeue=False)  # the work queue's own dead-letter route
+            await self._publish_dead(message, extra)
+        except CHANNEL_ERRORS:
+            with contextlib.suppress(*CHANNEL_ERRORS):
+                await message.reject(requeue=False)  # the work queue's own dead-letter route
             return
-        await message.ack()
+        with contextlib.suppress(*CHANNEL_ERRORS):
+            await message.ack()
 
-    async def dead_letter(
-        self, message: AbstractIncomingMessage, reason: str, extra: dict[str, Any]
+    async def _dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        outcome: Outcome,
+        delivery: Delivery,
+        decision: Decision,
     ) -> None:
-        """Publish a copy to the dead-letter exchange with headers saying why, confirmed."""
+        dead = decision.dead_letter
+        assert dead is not None
+        # The dead copy is about its own handlers: whatever the retry copy owns is settled
+        # for it, so a replay runs only the handlers that died.
+        others = decision.republish.handlers if decision.republish else ()
+        extra = {
+            **_failure_headers(message, dead.failures),
+            headers.SETTLED: _joined(outcome.settled | set(others)),
+            headers.ATTEMPT: delivery.attempt,
+            headers.DELIVERIES: delivery.deliveries,
+            headers.DEAD_REASON: dead.reason,
+        }
+        if not dead.failures:
+            extra[headers.LAST_FAILURE] = now_iso()
+        await self._publish_dead(message, extra)
+
+    async def _republish(
+        self,
+        message: AbstractIncomingMessage,
+        outcome: Outcome,
+        delivery: Delivery,
+        plan: Republish,
+        decision: Decision,
+    ) -> None:
+        given_up = decision.dead_letter.handlers if decision.dead_letter else ()
+        extra = {
+            **(_failure_headers(message, plan.failures) if plan.failures else {}),
+            headers.SETTLED: _joined(outcome.settled | set(given_up)),
+            headers.ATTEMPT: plan.attempt,
+            headers.DELIVERIES: delivery.deliveries,
+        }
+        delay_ms = max(1, int(plan.delay * 1000))
+        if delay_ms not in self._delay_queues:
+            await declare_delay(self._channel, self._topology, delay_ms)
+            self._delay_queues.add(delay_ms)
+        await self._channel.default_exchange.publish(
+            copy_of(message, extra),
+            routing_key=self._topology.delay_queue(delay_ms),
+            mandatory=True,
+        )
+
+    async def _publish_dead(self, message: AbstractIncomingMessage, extra: dict[str, Any]) -> None:
         exchange = await self._channel.get_exchange(self._topology.dead_exchange, ensure=False)
         await exchange.publish(
-            copy_of(message, {**extra, headers.DEAD_REASON: reason}),
+            copy_of(message, extra),
             routing_key=message.routing_key or "",
             mandatory=True,  # an unbound dead-letter queue must fail loudly, not drop it
         )
 
 
-def attempt_of(message: AbstractIncomingMessage) -> int:
-    value = (message.headers or {}).get(headers.ATTEMPT, 1)
-    return value if isinstance(value, int) and value >= 1 else 1
+def log_outcome(outcome: Outcome, delivery: Delivery, decision: Decision) -> None:
+    """One ``callback.handled`` line per handler: ``ok``, ``duplicate``, ``failed`` (will be
+    retried) or ``dead``; deferrals at debug; a forgery or an exhausted budget at error."""
+    event = outcome.event
+    if decision.forged_as is not None:
+        log.error("callback.forged", call_id=event.call_id, event_name=event.name,
+                  first_seen_as=decision.forged_as)  # fmt: skip
+        return
+    dead = decision.dead_letter
+    if dead is not None and dead.reason == "delivery-limit":
+        log.error("callback.delivery_limit", call_id=event.call_id, event_name=event.name,
+                  deliveries=delivery.deliveries)  # fmt: skip
+    dead_names = set(dead.handlers) if dead else set()
+    for r in outcome.results:
+        if r.result in (Result.BUSY, Result.UNAVAILABLE):
+            log.debug("callback.deferred", handler=r.handler.name, reason=r.result.value)
+            continue
+        fields: dict[str, Any] = {}
+        if r.error is not None:
+            fields = {"error_type": type(r.error).__name__, "error": _text(r.error)}
+        failed = r.result is Result.FAILED
+        name = "dead" if failed and r.handler.name in dead_names else r.result.value
+        log.info("callback.handled", call_id=event.call_id, event_name=event.name,
+                 handler=r.handler.name, outcome=name, duration_ms=r.duration_ms,
+                 attempt=delivery.attempt, **fields)  # fmt: skip
+
+
+def delivery_of(message: AbstractIncomingMessage) -> Delivery:
+    """The attempt and delivery counters of a delivery, from its headers: ours, carried
+    across republishes, plus the broker's own redelivery count of this copy."""
+    found = message.headers or {}
+    attempt = found.get(headers.ATTEMPT, 1)
+    carried = found.get(headers.DELIVERIES, 0)
+    redelivered = found.get("x-delivery-count")  # quorum queues count returns of this copy
+    broker = redelivered if isinstance(redelivered, int) else int(bool(message.redelivered))
+    return Delivery(
+        attempt=attempt if isinstance(attempt, int) and attempt >= 1 else 1,
+        deliveries=(carried if isinstance(carried, int) and carried >= 0 else 0) + broker + 1,
+    )
 
 
 def copy_of(message: AbstractIncomingMessage, extra: dict[str, Any]) -> aio_pika.Message:
@@ -152,16 +197,18 @@ def settled_of(message: AbstractIncomingMessage) -> frozenset[str]:
     return frozenset(name for name in text.split(",") if name)
 
 
-def _settled_header(outcome: Outcome) -> dict[str, Any]:
-    return {headers.SETTLED: ",".join(sorted(outcome.settled))}
+def _joined(names: set[str] | frozenset[str]) -> str:
+    return ",".join(sorted(names))
 
 
-def _failure_headers(message: AbstractIncomingMessage, outcome: Outcome) -> dict[str, Any]:
-    failures = outcome.failures
+def _failure_headers(
+    message: AbstractIncomingMessage, failures: tuple[HandlerResult, ...]
+) -> dict[str, Any]:
+    if not failures:
+        return {}
     first = failures[0].error
     stamp = now_iso()
     return {
-        **_settled_header(outcome),
         headers.FAILED_HANDLERS: ",".join(f.handler.name for f in failures),
         headers.ERROR_TYPE: type(first).__name__,
         headers.ERROR: _text(first),

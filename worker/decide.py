@@ -1,0 +1,142 @@
+"""decide: what becomes of a delivery, as a pure function of its outcome.
+
+:func:`decide` looks at what the handlers did (:class:`~worker.pipeline.Outcome`), at the
+delivery's counters (:class:`Delivery`) and at the limits (:class:`Policy`), and answers with a
+:class:`Decision`: an optional dead letter, an optional republish (a retry, or a deferral that
+costs no attempt), and always an ack of the delivery itself. :mod:`worker.settle` carries it
+out; the testing kit (:mod:`callback_sink.testing`) and the unit tests call it without a broker.
+
+Two budgets, kept apart:
+
+- *attempts* (``SINK_MAX_ATTEMPTS``, or ``@on(retries=…)`` per handler) count handler
+  failures; a handler out of attempts, or failing with ``PermanentError`` or one of its
+  ``give_up_on`` types, is dead-lettered. Deferrals cost no attempt.
+- *deliveries* (``SINK_MAX_DELIVERIES``) count every time the message reached a worker,
+  crashes, deferrals and retries included, carried on the message across republishes: a
+  callback that keeps killing its worker is dead-lettered when the budget is spent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sink.errors import PermanentError, Retry
+from worker.pipeline import HandlerResult, Outcome, Result
+
+#: What a handler's ``Retry(delay=…)`` is rounded up to, seconds (besides the configured
+#: tiers): every distinct delay is a durable queue, so their number must stay small.
+RETRY_LADDER = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+#: First delay of a deferral (another worker runs the handler, or the dedup store is down),
+#: doubling with every delivery up to the cap: ``SINK_MAX_DELIVERIES`` bounces then span
+#: about a quarter of an hour, far longer than a handler may run.
+DEFER_DELAY = 1.0
+DEFER_DELAY_CAP = 60.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int
+    max_deliveries: int
+    retry_delays: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    #: Handler attempt this delivery is (1 for the first), carried as ``x-sink-attempt``.
+    attempt: int = 1
+    #: Deliveries of this callback so far, this one included.
+    deliveries: int = 1
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    #: ``permanent``, ``attempts-exhausted`` or ``delivery-limit``.
+    reason: str
+    #: The handlers this dead letter is for; a replay runs only these.
+    handlers: tuple[str, ...]
+    #: The failures that killed it (empty for ``delivery-limit``).
+    failures: tuple[HandlerResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class Republish:
+    #: ``retry`` (a handler failed: next attempt) or ``defer`` (not run yet: same attempt).
+    kind: str
+    delay: float
+    attempt: int
+    #: The handlers that copy must still run (the rest are settled for it).
+    handlers: tuple[str, ...]
+    failures: tuple[HandlerResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    dead_letter: DeadLetter | None = None
+    republish: Republish | None = None
+    #: Set when the callId was bound to another kind of event: refused, nothing ran.
+    forged_as: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.dead_letter is None and self.republish is None
+
+
+def over_budget(delivery: Delivery, policy: Policy) -> bool:
+    """True when this delivery is past ``SINK_MAX_DELIVERIES``: do not run anything."""
+    return delivery.deliveries > policy.max_deliveries
+
+
+def decide(outcome: Outcome, delivery: Delivery, policy: Policy) -> Decision:
+    """The fate of one delivery. Pure: no I/O, no clock."""
+    if outcome.forged_as is not None:
+        return Decision(forged_as=outcome.forged_as)
+    if over_budget(delivery, policy):
+        return Decision(dead_letter=DeadLetter("delivery-limit", _unsettled(outcome)))
+    given_up = [f for f in outcome.failures if _gives_up(f, delivery.attempt, policy)]
+    retrying = [f for f in outcome.failures if f not in given_up]
+    waiting = [r for r in outcome.results if r.result in (Result.BUSY, Result.UNAVAILABLE)]
+    dead = None
+    if given_up:
+        permanent = any(_permanent(f) for f in given_up)
+        reason = "permanent" if permanent else "attempts-exhausted"
+        dead = DeadLetter(reason, _names(given_up), tuple(given_up))
+    republish = None
+    if retrying:
+        delay = _retry_delay(delivery.attempt, retrying, policy.retry_delays)
+        handlers = _names([*retrying, *waiting])
+        republish = Republish("retry", delay, delivery.attempt + 1, handlers, tuple(retrying))
+    elif waiting:
+        delay = min(DEFER_DELAY * 2 ** (delivery.deliveries - 1), DEFER_DELAY_CAP)
+        republish = Republish("defer", delay, delivery.attempt, _names(waiting))
+    return Decision(dead_letter=dead, republish=republish)
+
+
+def attempts_of(result: HandlerResult, policy: Policy) -> int:
+    return result.handler.options.retries or policy.max_attempts
+
+
+def _gives_up(failure: HandlerResult, attempt: int, policy: Policy) -> bool:
+    return _permanent(failure) or attempt >= attempts_of(failure, policy)
+
+
+def _permanent(failure: HandlerResult) -> bool:
+    error = failure.error
+    return isinstance(error, PermanentError) or (
+        error is not None and isinstance(error, failure.handler.options.give_up_on)
+    )
+
+
+def _retry_delay(attempt: int, failures: list[HandlerResult], tiers: tuple[float, ...]) -> float:
+    asked = [f.error.delay for f in failures if isinstance(f.error, Retry) and f.error.delay]
+    if asked:
+        steps = sorted({*RETRY_LADDER, *tiers})
+        return next((step for step in steps if step >= max(asked)), steps[-1])
+    return tiers[min(attempt - 1, len(tiers) - 1)]
+
+
+def _names(results: list[HandlerResult]) -> tuple[str, ...]:
+    return tuple(r.handler.name for r in results)
+
+
+def _unsettled(outcome: Outcome) -> tuple[str, ...]:
+    return tuple(r.handler.name for r in outcome.results if r.handler.name not in outcome.settled)
