@@ -1,11 +1,12 @@
-"""The benchmark's handler: does no work, and tells the benchmark how many callbacks it saw.
+"""The benchmark's handler: does no work, and tells the benchmark what it saw and when.
 
 Loaded by the worker under test with ``SINK_HANDLERS=bench.counting_handler`` (the repository
-root on ``PYTHONPATH``). For every callback it writes one line ``bench-handled N T ID`` to
-standard error: ``T`` is ``time.monotonic()``, a system-wide clock on Linux, so the
-benchmark can time the N-th callback exactly instead of when it happened to read the line;
-``ID`` is the callback's dedup key, so the benchmark can tell a duplicate from a loss.
-A write to a pipe costs a few microseconds, far below what the worker spends per callback.
+root on ``PYTHONPATH``). For every callback it writes one line
+``bench-handled N T CALL_ID DEDUP_KEY`` to standard error (a file: see ``procs.start``):
+``T`` is ``time.monotonic()``, a system-wide clock on Linux, so the benchmark times the N-th
+callback exactly and matches it to the moment its POST was due (end-to-end latency);
+the callId and dedup key tell a duplicate from a loss. A line costs a few microseconds, far
+below what the worker spends per callback.
 """
 
 from __future__ import annotations
@@ -25,4 +26,6 @@ _handled = itertools.count(1)
 @on("*")
 async def count(event: Event) -> None:
     """Count the callback; every event name reaches this handler."""
-    sys.stderr.write(f"{MARK} {next(_handled)} {time.monotonic():.6f} {event.dedup_key}\n")
+    sys.stderr.write(
+        f"{MARK} {next(_handled)} {time.monotonic():.6f} {event.call_id} {event.dedup_key}\n"
+    )

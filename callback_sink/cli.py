@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,11 +14,11 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from callback_sink import service
+from callback_sink import scaffold, service
 from callback_sink.easemob_cli import register as register_easemob_commands
 from sink import logs
 from sink.devsecret import DEV_SECRET_FILE, ensure_dev_secret, read_dev_secret
-from sink.errors import ConfigError
+from sink.errors import ConfigError, SpoolError, StartupError
 from sink.examples import load_examples, resign
 from sink.settings import Settings
 from sink.topology import Topology
@@ -38,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"callback-sink: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"callback-sink: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands")
 
-    p = sub.add_parser("ingress", help="run the HTTP ingress (POST /callbacks)")
+    p = sub.add_parser(
+        "ingress",
+        help="run the HTTP ingress (POST /callbacks): N processes sharing the port, "
+        "supervised by this one",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="ingress processes (default: SINK_INGRESS_PROCESSES, else the usable CPUs)",
+    )
+    p.add_argument("--child", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     p.set_defaults(command=_ingress)
     p = sub.add_parser("worker", help="run a worker consuming the queue")
     p.set_defaults(command=_worker)
@@ -58,11 +73,22 @@ def _parser() -> argparse.ArgumentParser:
         f"development secret in {DEV_SECRET_FILE} when none is configured",
     )
     p.set_defaults(command=_run)
-    p = sub.add_parser("sign", help="print a callback body with a correct `security`")
+    p = sub.add_parser(
+        "sign",
+        help="print a callback body stamped with the current time and a correct `security`",
+    )
     p.add_argument("file", help="JSON file with the callback body ('-' for standard input)")
     p.add_argument("--secret", help="secret to sign with (default: the first configured one)")
+    p.add_argument(
+        "--keep-timestamp",
+        action="store_true",
+        help="sign the body's own timestamp instead of the current time (a sink refuses "
+        "callbacks older than SINK_MAX_AGE_S)",
+    )
     p.set_defaults(command=_sign)
-    p = sub.add_parser("send", help="post every example of the spec, re-signed, to a sink")
+    p = sub.add_parser(
+        "send", help="post every example of the spec, re-signed and stamped now, to a sink"
+    )
     p.add_argument("url", help="the sink's callback URL, e.g. http://127.0.0.1:8080/callbacks")
     p.add_argument("--secret", help="secret to sign with (default: the first configured one)")
     p.add_argument(
@@ -72,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
         "so that a second run is not deduplicated away)",
     )
     p.set_defaults(command=_send)
+    p = sub.add_parser(
+        "init",
+        help="write a ready handler package in a new folder NAME: entry point, an example "
+        "handler, tests using callback_sink.testing, a README",
+    )
+    p.add_argument("name", help="the package's name, a Python identifier (e.g. acme_handlers)")
+    p.set_defaults(command=_init)
     _dlq_parser(sub)
     register_easemob_commands(sub)
     return parser
@@ -154,8 +187,22 @@ def _dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ingress(args: argparse.Namespace, settings: Settings) -> int:
-    service.serve(service.run_ingress, settings)
-    return 0
+    if args.child is not None:
+        child = functools.partial(service.run_ingress_child, index=args.child)
+        return _spooling(lambda: service.serve(child, settings))
+    processes = settings.ingress_processes if args.processes is None else args.processes
+    if processes < 1:
+        raise ConfigError("--processes must be at least 1")
+    return _spooling(lambda: service.supervise(settings, processes))
+
+
+def _spooling(run: Callable[[], int | None]) -> int:
+    """Run an ingress; a spool it cannot use (read-only, locked) is one line and exit 1."""
+    try:
+        return run() or 0
+    except SpoolError as exc:
+        print(f"callback-sink: {exc}", file=sys.stderr)
+        return 1
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,8 +217,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
               f"{DEV_SECRET_FILE.resolve()}: {settings.secrets[0]}", flush=True)  # fmt: skip
     print(f"callback-sink: callbacks URL http://{settings.host}:{settings.port}{settings.path}",
           flush=True)  # fmt: skip
-    service.serve(service.run_all, settings)
-    return 0
+    return _spooling(lambda: service.serve(service.run_all, settings))
 
 
 def _secret(args: argparse.Namespace, settings: Settings) -> str:
@@ -188,7 +234,8 @@ def _secret(args: argparse.Namespace, settings: Settings) -> str:
 def _sign(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     body = orjson.loads(raw)
-    sys.stdout.write(orjson.dumps(resign(body, _secret(args, settings))).decode() + "\n")
+    signed = resign(body, _secret(args, settings), now=not args.keep_timestamp)
+    sys.stdout.write(orjson.dumps(signed).decode() + "\n")
     return 0
 
 
@@ -197,7 +244,8 @@ def _send(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def send_examples(url: str, secret: str, *, unique: bool = True) -> int:
-    """POST every spec example, re-signed, and print one line per answer; 0 if all got 200."""
+    """POST every spec example, re-signed and stamped with the current time (so a sink's
+    maximum callback age never refuses it); one line per answer; 0 if all got 200."""
     run = uuid.uuid4().hex[:8]
     failed = 0
     examples = load_examples()
@@ -214,3 +262,13 @@ async def send_examples(url: str, secret: str, *, unique: bool = True) -> int:
             print(f"{response.status} {example.source} {body['callId']} {'' if ok else text}")
     print(f"sent {len(examples)}, accepted {len(examples) - failed}, refused {failed}")
     return 0 if failed == 0 else 1
+
+
+def _init(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        target = scaffold.create(args.name, Path.cwd())
+    except scaffold.ScaffoldError as exc:
+        print(f"callback-sink init: {exc}", file=sys.stderr)
+        return 1
+    print(f"created {target}/: pip install -e './{args.name}[test]' && cd {args.name} && pytest")
+    return 0

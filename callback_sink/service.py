@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
-from collections.abc import Awaitable, Callable
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 from aiohttp import web
 
 from handlers.registry import load
-from ingress.app import STOPPING, create_app
+from ingress import eventloop
+from ingress.app import DRAINER_STOP_MARGIN, PUBLISHER, STOPPING, create_app, make_runner
+from ingress.siblings import Adopter, child_dir, claim_root
+from ingress.supervisor import Supervisor
 from sink import logs
+from sink.errors import StartupError
 from sink.settings import Settings
 from worker.consumer import Worker
 from worker.dedup import open_store
 
 log = logs.get("sink")
+
+#: Beyond its own graceful shutdown, how long a stopping parent gives a child before killing it.
+CHILD_STOP_MARGIN = 10.0
+#: How often a child checks that its parent is still there, seconds.
+ORPHAN_CHECK = 0.5
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -26,19 +40,100 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def run_ingress(settings: Settings, stop: asyncio.Event) -> None:
-    app = create_app(settings)
-    runner = web.AppRunner(
+    """One ingress in this process (``callback-sink run``, tests): it claims the spool root,
+    spools into ``<root>/0`` and drains orphaned spools under the root like a child would."""
+    owner = claim_root(settings.spool_dir)
+    try:
+        await serve_ingress(settings, stop, index=0, reuse_port=False)
+    finally:
+        os.close(owner)
+
+
+async def run_ingress_child(settings: Settings, stop: asyncio.Event, index: int) -> None:
+    """Child ``index`` of a supervised ingress: shares the port, owns ``<root>/<index>``, and
+    stops if its parent disappears (the parent holds the root's claim for it)."""
+    watchdog = asyncio.create_task(_stop_when_orphaned(stop))
+    try:
+        await serve_ingress(settings, stop, index=index, reuse_port=True)
+    finally:
+        watchdog.cancel()
+
+
+async def serve_ingress(
+    settings: Settings, stop: asyncio.Event, *, index: int, reuse_port: bool
+) -> None:
+    """Serve callbacks until ``stop``, spooling into ``<spool root>/<index>``."""
+    root = settings.spool_dir
+    app = create_app(replace(settings, spool_dir=str(child_dir(root, index))))
+    adopter = Adopter(root, index, app[PUBLISHER], settings.spool_max_bytes)
+
+    async def adopting(app: web.Application) -> AsyncIterator[None]:
+        adopter.start()
+        yield
+        await adopter.stop(grace=settings.publish_timeout + DRAINER_STOP_MARGIN)
+
+    app.cleanup_ctx.append(adopting)
+    runner = make_runner(
         app, access_log=None, shutdown_timeout=settings.shutdown_timeout, handle_signals=False
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_port=reuse_port)
     await site.start()
-    log.info("ingress.listening", url=f"http://{settings.host}:{settings.port}{settings.path}")
+    url = f"http://{settings.host}:{settings.port}{settings.path}"
+    log.info("ingress.listening", url=url, process=index, pid=os.getpid())
     await stop.wait()
     app[STOPPING].set()
-    log.info("ingress.stopping")
+    log.info("ingress.stopping", process=index)
     await runner.cleanup()
-    log.info("ingress.stopped")
+    log.info("ingress.stopped", process=index)
+
+
+def supervise(settings: Settings, processes: int) -> int:
+    """Run ``processes`` ingress children under this process until SIGTERM / SIGINT; the exit
+    code is non-zero when the children kept dying. Unusable settings stop it before any child
+    starts: a missing secret, a spool root that is read-only or claimed, a port in use."""
+    settings.require_secrets()
+    _check_port(settings.host, settings.port)
+    owner = claim_root(settings.spool_dir)
+    env = {**os.environ, "SINK_INGRESS_PROCESSES": str(processes)}
+    supervisor = Supervisor(
+        lambda index: [sys.executable, "-m", "callback_sink", "ingress", "--child", str(index)],
+        processes,
+        env=env,
+        stop_timeout=settings.shutdown_timeout + settings.publish_timeout + CHILD_STOP_MARGIN,
+    )
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        return await supervisor.run(stop)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        os.close(owner)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail at once, in the parent, when the port is held by a process that does not share it
+    (otherwise every child would die binding it, again and again)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("ingress.orphaned", parent=parent, action="stopping")
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ORPHAN_CHECK)
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -59,4 +154,4 @@ def serve(main: Callable[[Settings, asyncio.Event], Awaitable[None]], settings: 
         stop_on_signals(stop)
         await main(settings, stop)
 
-    asyncio.run(runner())
+    eventloop.run(runner(), settings.loop)

@@ -10,9 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Most users one batch request may name (add members, add to the block list).
-MAX_BATCH = 60
-
 
 @dataclass(frozen=True)
 class Token:

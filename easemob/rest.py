@@ -19,8 +19,9 @@ from typing import Any
 
 import aiohttp
 
+from easemob import api
+from easemob.api import MAX_BATCH, MEMBERS_PAGE, UPDATABLE
 from easemob.models import (
-    MAX_BATCH,
     GroupDetails,
     GroupDetailsBatch,
     GroupPage,
@@ -35,10 +36,7 @@ from easemob.settings import EasemobSettings
 from easemob.transport import Json, Transport, segment, segments
 from sink.errors import BatchTooLarge, EasemobError
 
-#: Fields ``PUT /chatgroups/{id}`` accepts; Easemob refuses any other.
-UPDATABLE = ("groupname", "description", "maxusers")
-#: Default page sizes: Easemob's own maximum for members, a modest one for groups.
-MEMBERS_PAGE = 1000
+#: Default page of the app-wide group list: a modest one (members: Easemob's maximum).
 GROUPS_PAGE = 100
 
 
@@ -74,7 +72,7 @@ class GroupClient:
         params: dict[str, str | int] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
-        answer = await self.transport.call("GET", "/chatgroups", params=params)
+        answer = await self.transport.call("GET", api.GROUPS, params=params)
         groups = tuple(GroupSummary.parse(item) for item in answer.get("data") or ())
         next_cursor = answer.get("cursor") or None
         return GroupPage(groups, str(next_cursor) if next_cursor and groups else None)
@@ -92,14 +90,14 @@ class GroupClient:
 
     async def joined_groups(self, user: str) -> tuple[JoinedGroup, ...]:
         """The groups ``user`` owns or belongs to."""
-        data = await self._data("GET", f"/users/{segment(user)}/joined_chatgroups")
+        data = await self._data("GET", api.JOINED_GROUPS.format(user=segment(user)))
         return tuple(JoinedGroup.parse(item) for item in data or ())
 
     async def group(self, group_id: str) -> GroupDetails:
         """One group's details; :class:`EasemobError` ``service_resource_not_found`` if none."""
         batch = await self.groups(group_id)
         if not batch.found:
-            raise EasemobError(404, "service_resource_not_found", "",
+            raise EasemobError(404, api.NOT_FOUND, "",
                                f"group {group_id} does not exist")  # fmt: skip
         return batch.found[0]
 
@@ -107,7 +105,7 @@ class GroupClient:
         """Details of several groups in one request; ids that do not exist are ``missing``."""
         if not group_ids:
             return GroupDetailsBatch((), ())
-        data = await self._data("GET", f"/chatgroups/{segments(group_ids)}")
+        data = await self._data("GET", api.GROUP.format(group=segments(group_ids)))
         found = tuple(GroupDetails.parse(item) for item in data or () if _is_details(item))
         seen = {g.group_id for g in found}
         return GroupDetailsBatch(found, tuple(g for g in group_ids if g not in seen))
@@ -116,7 +114,7 @@ class GroupClient:
         """Create a group; its new id."""
         if len(group.members) > MAX_BATCH:
             raise BatchTooLarge(len(group.members), MAX_BATCH)
-        data = await self._data("POST", "/chatgroups", body=group.body())
+        data = await self._data("POST", api.GROUPS, body=group.body())
         return str(data["groupid"])
 
     async def update_group(
@@ -133,16 +131,16 @@ class GroupClient:
                 if v is not None}  # fmt: skip
         if not body:
             raise ValueError("update_group needs at least one of name, description, maxusers")
-        data = await self._data("PUT", f"/chatgroups/{segment(group_id)}", body=body)
+        data = await self._data("PUT", _group(group_id), body=body)
         return {str(k): bool(v) for k, v in (data or {}).items()}
 
     async def delete_group(self, group_id: str) -> None:
         """Destroy a group."""
-        await self._data("DELETE", f"/chatgroups/{segment(group_id)}")
+        await self._data("DELETE", _group(group_id))
 
     async def transfer_owner(self, group_id: str, new_owner: str) -> None:
         """Make a member the owner; the old owner stays as an ordinary member."""
-        await self._data("PUT", f"/chatgroups/{segment(group_id)}", body={"newowner": new_owner})
+        await self._data("PUT", _group(group_id), body={"newowner": new_owner})
 
     # --- members --------------------------------------------------------------------------
 
@@ -151,7 +149,7 @@ class GroupClient:
     ) -> tuple[Member, ...]:
         """One page of the member list (the owner is listed with role ``owner``)."""
         params = {"pagenum": pagenum, "pagesize": pagesize}
-        data = await self._data("GET", f"/chatgroups/{segment(group_id)}/users", params=params)
+        data = await self._data("GET", _path(api.MEMBERS, group_id), params=params)
         return tuple(Member.parse(item) for item in data or ())
 
     async def iter_members(
@@ -168,61 +166,57 @@ class GroupClient:
             pagenum += 1
 
     async def add_member(self, group_id: str, user: str) -> UserResult:
-        data = await self._data("POST", f"/chatgroups/{segment(group_id)}/users/{segment(user)}")
+        data = await self._data("POST", _path(api.MEMBER, group_id, user))
         return UserResult.parse(data or {}, user)
 
     async def add_members(self, group_id: str, users: Sequence[str]) -> tuple[UserResult, ...]:
         """Add up to 60 users at once; per user, whether Easemob added them."""
         check_batch(users)
-        path = f"/chatgroups/{segment(group_id)}/users"
+        path = _path(api.MEMBERS, group_id)
         data = await self._data("POST", path, body={"usernames": list(users)})
         added = set((data or {}).get("newmembers", ()))
         return tuple(UserResult(u, u in added, "" if u in added else "not added") for u in users)
 
     async def remove_member(self, group_id: str, user: str) -> UserResult:
-        path = f"/chatgroups/{segment(group_id)}/users/{segment(user)}"
-        return _single(await self._data("DELETE", path), user)
+        return _single(await self._data("DELETE", _path(api.MEMBER, group_id, user)), user)
 
     async def remove_members(self, group_id: str, users: Sequence[str]) -> tuple[UserResult, ...]:
         check_batch(users)
-        path = f"/chatgroups/{segment(group_id)}/users/{segments(tuple(users))}"
+        path = _path(api.MEMBER, group_id, *users)
         return _results(await self._data("DELETE", path), users)
 
     # --- admins ---------------------------------------------------------------------------
 
     async def admins(self, group_id: str) -> tuple[str, ...]:
-        data = await self._data("GET", f"/chatgroups/{segment(group_id)}/admin")
+        data = await self._data("GET", _path(api.ADMINS, group_id))
         return tuple(str(u) for u in data or ())
 
     async def add_admin(self, group_id: str, user: str) -> None:
-        path = f"/chatgroups/{segment(group_id)}/admin"
-        await self._data("POST", path, body={"newadmin": user})
+        await self._data("POST", _path(api.ADMINS, group_id), body={"newadmin": user})
 
     async def remove_admin(self, group_id: str, user: str) -> None:
-        await self._data("DELETE", f"/chatgroups/{segment(group_id)}/admin/{segment(user)}")
+        await self._data("DELETE", _path(api.ADMIN, group_id, user))
 
     # --- block list -----------------------------------------------------------------------
 
     async def blocked(self, group_id: str) -> tuple[str, ...]:
-        data = await self._data("GET", f"/chatgroups/{segment(group_id)}/blocks/users")
+        data = await self._data("GET", _path(api.BLOCKS, group_id))
         return tuple(str(u) for u in data or ())
 
     async def block(self, group_id: str, user: str) -> UserResult:
-        path = f"/chatgroups/{segment(group_id)}/blocks/users/{segment(user)}"
-        return _single(await self._data("POST", path), user)
+        return _single(await self._data("POST", _path(api.BLOCK, group_id, user)), user)
 
     async def block_many(self, group_id: str, users: Sequence[str]) -> tuple[UserResult, ...]:
         check_batch(users)
-        path = f"/chatgroups/{segment(group_id)}/blocks/users"
+        path = _path(api.BLOCKS, group_id)
         return _results(await self._data("POST", path, body={"usernames": list(users)}), users)
 
     async def unblock(self, group_id: str, user: str) -> UserResult:
-        path = f"/chatgroups/{segment(group_id)}/blocks/users/{segment(user)}"
-        return _single(await self._data("DELETE", path), user)
+        return _single(await self._data("DELETE", _path(api.BLOCK, group_id, user)), user)
 
     async def unblock_many(self, group_id: str, users: Sequence[str]) -> tuple[UserResult, ...]:
         check_batch(users)
-        path = f"/chatgroups/{segment(group_id)}/blocks/users/{segments(tuple(users))}"
+        path = _path(api.BLOCK, group_id, *users)
         return _results(await self._data("DELETE", path), users)
 
     # --- mutes ----------------------------------------------------------------------------
@@ -233,16 +227,14 @@ class GroupClient:
         """Mute members for ``duration_ms``; each result carries the mute's ``expire``."""
         check_batch(users)
         body = {"usernames": list(users), "mute_duration": int(duration_ms)}
-        path = f"/chatgroups/{segment(group_id)}/mute"
-        return _results(await self._data("POST", path, body=body), users)
+        return _results(await self._data("POST", _path(api.MUTES, group_id), body=body), users)
 
     async def unmute(self, group_id: str, users: Sequence[str]) -> tuple[UserResult, ...]:
         check_batch(users)
-        path = f"/chatgroups/{segment(group_id)}/mute/{segments(tuple(users))}"
-        return _results(await self._data("DELETE", path), users)
+        return _results(await self._data("DELETE", _path(api.MUTE, group_id, *users)), users)
 
     async def mutes(self, group_id: str) -> tuple[Mute, ...]:
-        data = await self._data("GET", f"/chatgroups/{segment(group_id)}/mute")
+        data = await self._data("GET", _path(api.MUTES, group_id))
         return tuple(Mute.parse(item) for item in data or ())
 
 
@@ -254,6 +246,16 @@ def check_batch(users: Sequence[str], limit: int = MAX_BATCH) -> None:
         raise ValueError("no user given")
     if len(users) > limit:
         raise BatchTooLarge(len(users), limit)
+
+
+def _group(group_id: str) -> str:
+    return api.GROUP.format(group=segment(group_id))
+
+
+def _path(template: str, group_id: str, *users: str) -> str:
+    """``template`` for one group and its user(s), each percent-encoded; several users go
+    comma-separated in one segment."""
+    return template.format(group=segment(group_id), user=segments(users), users=segments(users))
 
 
 def _single(data: Json | None, user: str) -> UserResult:

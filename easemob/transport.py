@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from easemob import api
 from easemob.models import Token
 from easemob.ratelimit import RateLimiter
 from easemob.settings import EasemobSettings
@@ -27,8 +28,6 @@ from sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable
 
 log = logs.get("easemob")
 
-#: The statuses Easemob documents as "throttled: pause and retry".
-THROTTLED = frozenset({429, 503})
 #: A token is renewed when this fraction of its lifetime is left (at most TOKEN_MARGIN_MAX),
 #: so that a request never leaves with a token about to expire in flight.
 TOKEN_MARGIN_FRACTION = 0.1
@@ -125,13 +124,13 @@ class Transport:
 
     async def _fetch_token(self) -> None:
         request: Json = {
-            "grant_type": "client_credentials",
+            "grant_type": api.GRANT_TYPE,
             "client_id": self.settings.client_id,
             "client_secret": self.settings.client_secret,
         }
         if self.settings.token_ttl > 0:
             request["ttl"] = self.settings.token_ttl
-        status, answer = await self._send("POST", "/token", None, request, None)
+        status, answer = await self._send("POST", api.TOKEN, None, request, None)
         if status != 200:
             raise error_from(status, answer)
         token = Token.parse(answer)
@@ -160,7 +159,7 @@ class Transport:
         for attempt in range(1, attempts + 1):
             await self._limiter.acquire()
             status, answer = await self._once(method, path, params, body, token, attempt)
-            if status not in THROTTLED:
+            if status not in api.THROTTLED:
                 return status, answer
             if attempt == attempts:
                 break
@@ -213,7 +212,7 @@ def _json(raw: bytes) -> Json:
 
 def error_from(status: int, body: Json) -> EasemobError:
     """Easemob's error body as an exception (429 / 503 as :class:`EasemobThrottled`)."""
-    kind = EasemobThrottled if status in THROTTLED else EasemobError
+    kind = EasemobThrottled if status in api.THROTTLED else EasemobError
     return kind(
         status,
         str(body.get("error") or f"http_{status}"),

@@ -1,29 +1,34 @@
 """The aiohttp application: ``POST /callbacks``, ``GET /healthz``, ``GET /readyz``.
 
-A callback goes through :func:`accept`: content type → size → JSON shape → signature →
-durable (:func:`make_durable`: a confirmed publish, or else an fsynced spool record). Any
-refusal is a :class:`Rejected` with its HTTP status, logged once as ``callback.rejected`` with
-the reason (``spool.full``, at error level, when the broker failed and the spool is full);
-nothing refused reaches the queue. Each answered callback is logged once as
-``callback.accepted`` with ``durable`` saying where it is: ``broker`` or ``spool``.
+A callback goes through :func:`accept`: client network → content type → size and read
+deadline → JSON shape → signature → age → durable (:func:`make_durable`: a confirmed publish,
+or else an fsynced spool record). Any refusal is a :class:`Rejected` with its HTTP status,
+counted and logged as ``callback.rejected`` with the reason (sampled per reason under a
+flood, see :mod:`ingress.refusals`); nothing refused reaches the queue. Each answered
+callback is logged once as ``callback.accepted`` with ``durable`` saying where it is:
+``broker`` or ``spool``. Over ``SINK_MAX_INFLIGHT`` requests at once, a fast 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
-from structlog.contextvars import bound_contextvars
 
 from ingress.drainer import Drainer
+from ingress.limits import ConnectionGuard, Counters, IngressRunner, connection_cap, handler_args
+from ingress.network import Network
 from ingress.publisher import Publisher
+from ingress.refusals import Refusals
+from ingress.sampling import quiet_server_logs
 from ingress.spool import Record, Spool
 from sink import logs
-from sink.errors import DecodeError, PublishError, Rejected, SpoolError, SpoolFull
+from sink.errors import DecodeError, PublishError, Rejected, SpoolError
 from sink.events import Event, from_document, parse
 from sink.settings import Settings
 from sink.signature import verify
@@ -44,6 +49,10 @@ JSON_TYPES = ("application/json",)
 READ_CHUNK = 64 * 1024
 #: Beyond the confirm time-out, how long a stopping drainer may take to commit its batch.
 DRAINER_STOP_MARGIN = 5.0
+#: Easemob generates 32-character secrets; a short one is guessable offline from one capture.
+SHORT_SECRET = 16
+#: How far a callback's timestamp may be ahead of our clock, seconds (clock skew).
+FUTURE_TOLERANCE = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +64,59 @@ class Accepted:
     broker_error: str | None = None
 
 
-async def accept(
-    request: web.Request, settings: Settings, publisher: Publisher, spool: Spool
-) -> Accepted:
+class Edge:
+    """Per-process state of the HTTP edge: network rules, limits, counters, refusals."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.network = Network(settings.allowed_networks, settings.trusted_proxies)
+        self.counters = Counters()
+        self.refusals = Refusals(self.counters, settings.reject_log_rate)
+        self.guard = ConnectionGuard(
+            settings.max_connections, settings.read_timeout_s, self._connection_refused
+        )
+        self.inflight = 0
+
+    def _connection_refused(self, status: int | None, reason: str) -> None:
+        self.refusals.record(status, reason)
+
+
+EDGE = web.AppKey("edge", Edge)
+
+
+async def accept(request: web.Request, settings: Settings, app: web.Application) -> Accepted:
     """Validate one callback and make it durable; raise :class:`Rejected` otherwise."""
+    network = app[EDGE].network
+    if network.checks:
+        client = network.client(request.remote, request.headers.get("X-Forwarded-For"))
+        if not network.allows(client):
+            raise Rejected(403, f"client {client.text} is not in SINK_ALLOWED_NETWORKS")
     if request.content_type not in JSON_TYPES:
         raise Rejected(415, f"content type {request.content_type!r} is not application/json")
-    body = await read_limited(request, settings.body_limit)
+    try:
+        async with asyncio.timeout(settings.read_timeout_s):
+            body = await read_limited(request, settings.body_limit)
+    except TimeoutError:
+        raise Rejected(408, f"body not received within {settings.read_timeout_s:g}s") from None
     try:
         doc = parse(body)
     except DecodeError as exc:
         raise Rejected(400, str(exc)) from None
     if not verify(doc["callId"], doc["timestamp"], doc["security"], settings.secrets):
         raise Rejected(401, "signature does not match any configured secret")
-    return await make_durable(from_document(doc), body, publisher, spool)
+    if settings.max_age_s:
+        check_age(doc["timestamp"], settings.max_age_s)
+    return await make_durable(from_document(doc), body, app[PUBLISHER], app[SPOOL])
+
+
+def check_age(timestamp_ms: int, max_age_s: float) -> None:
+    """Refuse a callback older than ``max_age_s`` or stamped in the future: its signature
+    covers the timestamp, so a captured callback cannot be made younger."""
+    age = time.time() - timestamp_ms / 1000
+    if age > max_age_s:
+        raise Rejected(401, f"callback too old: {age:.0f}s, SINK_MAX_AGE_S is {max_age_s:g}")
+    if age < -FUTURE_TOLERANCE:
+        raise Rejected(401, f"timestamp in the future: {-age:.0f}s ahead of our clock")
 
 
 async def make_durable(event: Event, body: bytes, publisher: Publisher, spool: Spool) -> Accepted:
@@ -103,40 +151,37 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
 
 async def receive(request: web.Request) -> web.Response:
     app = request.app
+    edge = app[EDGE]
     started = time.perf_counter()
+    if edge.inflight >= edge.settings.max_inflight:
+        return edge.refusals.respond(
+            Rejected(503, "too many requests in flight"), _remote(request), started
+        )
+    edge.inflight += 1
     try:
-        accepted = await accept(request, app[SETTINGS], app[PUBLISHER], app[SPOOL])
+        accepted = await accept(request, edge.settings, app)
     except Rejected as exc:
-        _log_rejected(exc, request, started)
-        return web.json_response({"error": exc.reason[:200]}, status=exc.status)
+        return edge.refusals.respond(exc, _remote(request), started)
+    finally:
+        edge.inflight -= 1
+    edge.counters.requests[200] += 1
     event = accepted.event
     extra = {"broker_error": accepted.broker_error} if accepted.broker_error else {}
-    with bound_contextvars(call_id=event.call_id, event_name=event.name):
-        log.info(
-            "callback.accepted",
-            status=200,
-            durable=accepted.durable,
-            duration_ms=_ms(started),
-            **extra,
-        )
+    log.info(
+        "callback.accepted",
+        call_id=event.call_id,
+        event_name=event.name,
+        status=200,
+        durable=accepted.durable,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        **extra,
+    )
     return web.Response(body=OK_BODY, content_type="application/json")
 
 
-def _log_rejected(exc: Rejected, request: web.Request, started: float) -> None:
-    fields = {
-        "status": exc.status,
-        "reason": exc.reason,
-        "remote": request.remote,
-        "duration_ms": _ms(started),
-    }
-    cause = exc.__cause__
-    if isinstance(cause, SpoolFull):
-        # Loud: Easemob retries once, then drops the callback; 90 of these in 30 s ban the app.
-        log.error("spool.full", spool_bytes=cause.used, spool_max_bytes=cause.limit, **fields)
-    elif isinstance(cause, SpoolError):
-        log.error("callback.rejected", **fields)
-    else:
-        log.warning("callback.rejected", **fields)
+def _remote(request: web.Request) -> str:
+    network = request.app[EDGE].network
+    return network.client(request.remote, request.headers.get("X-Forwarded-For")).text
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -145,43 +190,87 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: not stopping, and able to make a callback durable: connected to the broker, or
-    with room in the spool for the largest accepted body. An ingress that spools is ready on
-    purpose: taking it out of a load balancer during a broker outage would turn callbacks into
-    non-200 answers, which Easemob drops after one retry."""
+    """Ready: not stopping, the spool healthy, and able to make a callback durable: a
+    publisher whose channel is open and not nacking, or room in the spool for the largest
+    accepted body. An ingress that spools is ready on purpose: taking it out of a load
+    balancer during a broker outage would turn callbacks into non-200 answers, which Easemob
+    drops after one retry."""
     app = request.app
-    spool = app[SPOOL]
-    broker = app[PUBLISHER].ready
+    spool, publisher, edge = app[SPOOL], app[PUBLISHER], app[EDGE]
+    spool_problem = spool.health()
+    broker = publisher.ready
     stopping = app[STOPPING].is_set()
-    ready = not stopping and (broker or spool.free >= app[SETTINGS].body_limit)
-    body = {
+    room = spool.free >= app[SETTINGS].body_limit
+    ready = not stopping and spool_problem is None and (broker or room)
+    body: dict[str, Any] = {
         "ready": ready,
         "broker": broker,
+        "publisher": publisher.state,
         "spool_records": spool.records,
         "spool_bytes": spool.bytes,
+        "spool_problem": spool_problem,
         "stopping": stopping,
+        "connections": edge.guard.open,
+        "inflight": edge.inflight,
     }
     return web.json_response(body, status=200 if ready else 503)
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the ingress application; the spool, the broker connection and the drainer live
-    in its cleanup contexts (opened in that order, closed in the reverse one)."""
+    in its cleanup contexts (opened in that order, closed in the reverse one). Serve it with
+    :func:`make_runner`, which adds the connection cap and the request-head deadline."""
     settings.require_secrets()
+    short = sum(len(secret) < SHORT_SECRET for secret in settings.secrets)
+    if short:
+        log.warning("ingress.short_secrets", count=short, minimum_length=SHORT_SECRET)
     # aiohttp's own limit stays above ours so that our 413 (with its log line) answers first.
-    app = web.Application(client_max_size=settings.body_limit + 1)
+    app = web.Application(
+        client_max_size=settings.body_limit + 1, handler_args=handler_args(settings)
+    )
     app[SETTINGS] = settings
     app[STOPPING] = asyncio.Event()
+    app[EDGE] = Edge(settings)
     app[PUBLISHER] = Publisher(
         settings.amqp_url, Topology(settings.topology_prefix), settings.publish_timeout
     )
     app[SPOOL] = Spool(settings.spool_dir, settings.spool_max_bytes)
     app[DRAINER] = Drainer(app[SPOOL], app[PUBLISHER])
-    app.cleanup_ctx.extend([_spool, _broker, _drainer])
+    app.cleanup_ctx.extend([_edge, _spool, _broker, _drainer])
     app.router.add_post(settings.path, receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """The runner to serve :func:`create_app`'s application with (``web.AppRunner``'s
+    arguments): its sites refuse connections over the cap and close slow request heads."""
+    guard = app[EDGE].guard
+    guard.max_connections = connection_cap(guard.max_connections)
+    return IngressRunner(app, guard, **kwargs)
+
+
+async def _edge(app: web.Application) -> AsyncIterator[None]:
+    """Sampled logs for aiohttp's and the accept loop's errors; a summary of what the
+    samplers held back, once a second."""
+    refusals = app[EDGE].refusals
+    with quiet_server_logs() as server_errors:
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                refusals.report_suppressed()
+                for key, count in server_errors.drain().items():
+                    source = key[0] if isinstance(key, tuple) else key
+                    log.warning("log.suppressed", source=str(source), suppressed=count)
+
+        reporter = asyncio.create_task(report())
+        yield
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        refusals.report_suppressed()
 
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
@@ -204,7 +293,3 @@ async def _drainer(app: web.Application) -> AsyncIterator[None]:
     drainer.start()
     yield
     await drainer.stop(grace=app[SETTINGS].publish_timeout + DRAINER_STOP_MARGIN)
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

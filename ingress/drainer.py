@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from ingress.publisher import Publisher
 from ingress.spool import Batch, Spool
@@ -31,19 +31,18 @@ RETRY_MIN = 0.1
 RETRY_MAX = 5.0
 
 
-class Drainer:
-    """Moves the spool's records to the broker in the background."""
+class Background:
+    """A task that runs until :meth:`stop`; the base of the drainer and the sibling adopter."""
 
-    def __init__(self, spool: Spool, publisher: Publisher, *, batch: int = BATCH) -> None:
-        self._spool = spool
-        self._publisher = publisher
-        self._batch = batch
+    name = "background"
+
+    def __init__(self) -> None:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="spool-drainer")
+        self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self, grace: float) -> None:
         """Let the batch in hand get its confirms and commit, then stop; cancel after
@@ -54,11 +53,36 @@ class Drainer:
         self._stopping.set()
         done, _ = await asyncio.wait([task], timeout=grace)
         if not done:
-            log.warning("spool.drainer_cancelled", grace=grace)
+            log.warning("spool.drainer_cancelled", task=self.name, grace=grace)
             task.cancel()
             await asyncio.wait([task])
         elif task.exception() is not None:
-            log.error("spool.drainer_crashed", error=repr(task.exception()))
+            log.error("spool.drainer_crashed", task=self.name, error=repr(task.exception()))
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def _until(self, waiting: Awaitable[object]) -> None:
+        """Wait for ``waiting`` or for :meth:`stop`, whichever comes first."""
+        tasks = {asyncio.ensure_future(waiting), asyncio.ensure_future(self._stopping.wait())}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Drainer(Background):
+    """Moves the spool's records to the broker in the background."""
+
+    name = "spool-drainer"
+
+    def __init__(self, spool: Spool, publisher: Publisher, *, batch: int = BATCH) -> None:
+        super().__init__()
+        self._spool = spool
+        self._publisher = publisher
+        self._batch = batch
 
     async def _run(self) -> None:
         delay = RETRY_MIN
@@ -79,19 +103,12 @@ class Drainer:
     async def _drain(self) -> bool:
         """Publish batches until the spool is empty (True), a publish fails or we stop."""
         started = time.perf_counter()
-        sent, clean = 0, True
         log.info("spool.draining", records=self._spool.records)
-        while not self._stopping.is_set():
-            batch = await self._spool.read_batch(self._batch)
-            if batch is None:
-                break
-            confirmed, error = await self._publish(batch)
-            await self._spool.commit(batch, confirmed)
-            sent += confirmed
-            if error is not None:
-                log.warning("spool.republish_failed", error=error, records=self._spool.records)
-                clean = False
-                break
+        sent, error = await republish(
+            self._spool, self._publisher, self._batch, self._stopping.is_set
+        )
+        if error is not None:
+            log.warning("spool.republish_failed", error=error, records=self._spool.records)
         log.info(
             "spool.drained",
             records=sent,
@@ -99,25 +116,35 @@ class Drainer:
             bytes=self._spool.bytes,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        return clean and self._spool.records == 0
+        return error is None and self._spool.records == 0
 
-    async def _publish(self, batch: Batch) -> tuple[int, str | None]:
-        """Publish a batch; return how many leading records were confirmed, and the error."""
-        results = await asyncio.gather(
-            *(self._publisher.publish(r.name, r.call_id, r.body) for r in batch.records),
-            return_exceptions=True,
-        )
-        for index, result in enumerate(results):
-            if isinstance(result, BaseException):
-                return index, f"{type(result).__name__}: {result}"
-        return len(results), None
 
-    async def _until(self, waiting: Awaitable[object]) -> None:
-        """Wait for ``waiting`` or for :meth:`stop`, whichever comes first."""
-        tasks = {asyncio.ensure_future(waiting), asyncio.ensure_future(self._stopping.wait())}
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+async def republish(
+    spool: Spool, publisher: Publisher, size: int, enough: Callable[[], bool]
+) -> tuple[int, str | None]:
+    """Publish ``spool``'s records in batches of ``size``, oldest first, committing each batch's
+    leading run of confirmed records, until it is empty, a publish fails (its error is
+    returned) or ``enough()``; return how many were confirmed and committed."""
+    sent = 0
+    while not enough():
+        batch = await spool.read_batch(size)
+        if batch is None:
+            break
+        confirmed, error = await _publish(publisher, batch)
+        await spool.commit(batch, confirmed)
+        sent += confirmed
+        if error is not None:
+            return sent, error
+    return sent, None
+
+
+async def _publish(publisher: Publisher, batch: Batch) -> tuple[int, str | None]:
+    """Publish a batch; return how many leading records were confirmed, and the error."""
+    results = await asyncio.gather(
+        *(publisher.publish(r.name, r.call_id, r.body) for r in batch.records),
+        return_exceptions=True,
+    )
+    for index, result in enumerate(results):
+        if isinstance(result, BaseException):
+            return index, f"{type(result).__name__}: {result}"
+    return len(results), None

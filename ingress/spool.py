@@ -5,29 +5,19 @@ callback here and answers 200 only once the record is fsynced. :mod:`ingress.dra
 republishes the records oldest first once the broker is back and commits them after their
 confirms. One process owns a spool directory at a time (``flock`` on ``LOCK``).
 
-On disk:
+The record format is :mod:`ingress.spool_format`, the files and their recovery
+:mod:`ingress.spool_files`. A process appends only to a segment it created; it starts a new one
+past ``segment_bytes`` and after every restart. A crash between a confirm and its committed
+offset re-publishes at most one batch: at least once, and the workers deduplicate.
 
-- ``{seq:020d}.seg``: append-only segment files, oldest first by ``seq``. A process appends only
-  to a segment it created; it starts a new one past ``segment_bytes`` and after every restart.
-  Creating a segment fsyncs the directory.
-- A record: header ``"CSP1" | u32 length | u32 crc32(length, payload)``, big-endian, then the
-  payload ``u64 spooled_at_ms | u32 len(name) | u32 len(call_id) | name | call_id | body``; the
-  body is the HTTP body byte for byte, the name gives the routing key, the call id the
-  message id.
-- ``{seq:020d}.ack``: the segment's committed offset (``u64 offset | u32 crc32``), pwritten and
-  fsynced after each confirmed batch; every record below it was confirmed by the broker. A
-  segment confirmed to its end is deleted, ``.seg`` before ``.ack`` (an orphaned ``.ack`` is
-  removed at the next open). A crash between a confirm and its ``.ack`` re-publishes at most
-  one batch: at least once, and the workers deduplicate.
-
-On open every segment is scanned from its committed offset. A stretch failing the magic, length
-or CRC checks is skipped with a log line and the records around it are kept; one at the end of a
-segment (a write torn by a crash or power cut, never acknowledged) is truncated away.
+On open every segment is scanned from its committed offset: a bad stretch in the middle is
+copied to ``corrupt/`` and skipped, one at the end (a torn write, never acknowledged) truncated.
 
 Writers are serialized by an :class:`asyncio.Lock` and share fsyncs (group commit): each writer
 queues its record, and the one holding the lock writes and fsyncs all queued records in one
 worker-thread call. The byte bound counts segment bytes on disk (confirmed records too, until
-their segment is deleted) plus the records being written.
+their segment is deleted) plus the records being written. :meth:`Spool.health` tells whether an
+append can be expected to succeed: the last write's outcome and the file system's free space.
 """
 
 from __future__ import annotations
@@ -35,121 +25,37 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import struct
 import time
-import zlib
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+from ingress import spool_files as files
+from ingress.spool_format import Batch, Record, encode
 from sink import logs
 from sink.errors import SpoolError, SpoolFull
+
+__all__ = ["Batch", "Record", "Spool", "SpoolLocked", "encode"]
 
 log = logs.get("spool")
 
 T = TypeVar("T")
 
-MAGIC = b"CSP1"
-_HEADER = struct.Struct(">4sII")
-_FIELDS = struct.Struct(">QII")
-_ACK = struct.Struct(">QI")
-#: A header claiming more than this is corrupt (bodies are capped far lower by the ingress).
-MAX_RECORD = 256 * 1024 * 1024
 #: Segments close past this size, so that disk space comes back while a long backlog drains.
 SEGMENT_BYTES = 2 * 1024 * 1024
-#: How long :meth:`Spool.open` waits for the directory lock: a previous ingress on the same
-#: directory may still be finishing its shutdown.
+#: How long :meth:`Spool.open` waits for the directory lock by default: a previous ingress
+#: on the same directory may still be finishing its shutdown, or a sibling draining it.
 LOCK_WAIT = 30.0
 _LOCK_POLL = 0.05
+#: Below this much free space on the file system (or the spool's own bound, if smaller) the
+#: spool reports itself unhealthy: the next append would likely fail with ENOSPC.
+DISK_RESERVE = 64 * 1024 * 1024
+#: After a failed write, how often :meth:`Spool.health` probes whether the disk writes again.
+REPROBE_INTERVAL = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One spooled callback: all that republishing it needs."""
-
-    name: str
-    call_id: str
-    body: bytes
-    spooled_at: float = field(default_factory=time.time, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Records of one segment, oldest first; ``ends[i]`` is where record ``i`` ends on disk and
-    ``end`` where the batch does (past any unreadable stretch it skipped)."""
-
-    segment: int
-    records: list[Record]
-    ends: list[int]
-    end: int
-
-
-@dataclass(slots=True)
-class _Segment:
-    seq: int
-    path: Path
-    size: int  # bytes written and fsynced
-    committed: int  # every record below this offset is confirmed
-    records: int  # records at or past ``committed``
-
-
-def encode(record: Record) -> bytes:
-    name, call_id = record.name.encode(), record.call_id.encode()
-    fields = _FIELDS.pack(int(record.spooled_at * 1000), len(name), len(call_id))
-    payload = b"".join((fields, name, call_id, record.body))
-    if len(payload) > MAX_RECORD:
-        raise SpoolError(f"record of {len(payload)} bytes exceeds {MAX_RECORD}")
-    return _HEADER.pack(MAGIC, len(payload), _crc(len(payload), payload)) + payload
-
-
-def _crc(length: int, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(length.to_bytes(4, "big")))
-
-
-def _decode(payload: memoryview) -> Record:
-    millis, name_len, id_len = _FIELDS.unpack_from(payload)
-    start = _FIELDS.size
-    if start + name_len + id_len > len(payload):
-        raise ValueError("field lengths exceed the record")
-    name = bytes(payload[start : start + name_len]).decode()
-    call_id = bytes(payload[start + name_len : start + name_len + id_len]).decode()
-    return Record(name, call_id, bytes(payload[start + name_len + id_len :]), millis / 1000)
-
-
-def _record_at(buf: bytes, pos: int) -> tuple[Record, int] | None:
-    """The valid record starting at ``buf[pos]`` and where it ends, or None."""
-    if len(buf) - pos < _HEADER.size:
-        return None
-    magic, length, crc = _HEADER.unpack_from(buf, pos)
-    start, end = pos + _HEADER.size, pos + _HEADER.size + length
-    if magic != MAGIC or length > MAX_RECORD or end > len(buf):
-        return None
-    payload = memoryview(buf)[start:end]
-    if _crc(length, payload) != crc:
-        return None
-    try:
-        return _decode(payload), end
-    except ValueError:
-        return None
-
-
-def _scan(buf: bytes, base: int) -> Iterator[tuple[int, int, Record | None]]:
-    """Yield ``(offset, end, record)`` per record and ``(offset, end, None)`` per unreadable
-    stretch (which ends where the next valid record starts); offsets count from ``base``."""
-    pos = 0
-    while pos < len(buf):
-        found = _record_at(buf, pos)
-        if found is not None:
-            yield base + pos, base + found[1], found[0]
-            pos = found[1]
-            continue
-        resume = buf.find(MAGIC, pos + 1)
-        while resume != -1 and _record_at(buf, resume) is None:
-            resume = buf.find(MAGIC, resume + 1)
-        stop = len(buf) if resume == -1 else resume
-        yield base + pos, base + stop, None
-        pos = stop
+class SpoolLocked(SpoolError):
+    """Another process holds the spool directory's lock."""
 
 
 class Spool:
@@ -170,9 +76,10 @@ class Spool:
         self.max_bytes = max_bytes
         self._segment_bytes = segment_bytes or max(1, min(SEGMENT_BYTES, max_bytes // 8))
         self._lock_wait = lock_wait
-        self._segments: list[_Segment] = []
+        self._disk_reserve = min(DISK_RESERVE, max_bytes)
+        self._segments: list[files.Segment] = []
         self._last_seq = 0
-        self._active: _Segment | None = None
+        self._active: files.Segment | None = None
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self._write_lock = asyncio.Lock()
@@ -180,6 +87,9 @@ class Spool:
         self._reserved = 0
         self._appended = asyncio.Event()
         self._open = False
+        self._write_error: str | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._probed_at = 0.0
 
     async def __aenter__(self) -> Spool:
         await self.open()
@@ -200,19 +110,37 @@ class Spool:
 
     @property
     def free(self) -> int:
-        """Bytes an append may still take (0 when the spool is closed)."""
-        return max(0, self.max_bytes - self.bytes - self._reserved) if self._open else 0
+        """Bytes an append may still take: within the bound and the file system's free space;
+        0 when the spool is closed or its last write failed."""
+        if not self._open or self._write_error is not None:
+            return 0
+        quota = max(0, self.max_bytes - self.bytes - self._reserved)
+        return min(quota, self._disk_room())
+
+    def health(self) -> str | None:
+        """None while appends can be expected to succeed, else a short reason: the last write
+        failed (until a write succeeds again), or the file system is nearly full."""
+        if not self._open:
+            return "spool not open"
+        if self._write_error is not None:
+            self._reprobe()
+            return f"spool write failed: {self._write_error}"
+        if self._disk_room() < self._disk_reserve:
+            return "spool disk nearly full"
+        return None
 
     async def open(self) -> None:
         """Lock the directory and recover what an earlier process left, torn tail included."""
         try:
             await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
             self._lock_fd = await self._lock()
-            self._segments, self._last_seq = await asyncio.to_thread(_recover, self.directory)
+            await asyncio.to_thread(files.probe_write, self.directory)
+            self._segments, self._last_seq = await asyncio.to_thread(files.recover, self.directory)
         except OSError as exc:
             self._unlock()
-            raise SpoolError(f"cannot open spool {self.directory}: {exc}") from exc
+            raise SpoolError(f"cannot open spool {self.directory}: {files.describe(exc)}") from None
         self._open = True
+        self._write_error = None
         if self._segments:
             self._appended.set()
         log.info(
@@ -232,6 +160,8 @@ class Spool:
                 await _finish(self._flush())
             self._open = False
             self._seal()
+        if self._probe is not None:
+            await asyncio.gather(self._probe, return_exceptions=True)
         self._unlock()
 
     async def append(self, record: Record) -> None:
@@ -262,7 +192,7 @@ class Spool:
         segment = next((s for s in self._segments if s.committed < s.size), None)
         if segment is None:
             return None
-        return await asyncio.to_thread(_read, segment, segment.committed, segment.size, limit)
+        return await asyncio.to_thread(files.read, segment, segment.committed, segment.size, limit)
 
     async def commit(self, batch: Batch, confirmed: int) -> None:
         """Mark the first ``confirmed`` records of ``batch`` as published; free what can go."""
@@ -274,7 +204,7 @@ class Spool:
             return
         if segment is self._active or offset < segment.size:
             try:
-                await _finish(asyncio.to_thread(_write_ack, segment.path, offset))
+                await _finish(asyncio.to_thread(files.write_ack, segment.path, offset))
             except OSError as exc:
                 raise SpoolError(f"cannot record the committed offset: {exc}") from exc
         segment.committed = offset
@@ -291,7 +221,7 @@ class Spool:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise SpoolError(
+                    raise SpoolLocked(
                         f"spool {self.directory} is locked by another process"
                     ) from None
             await asyncio.sleep(_LOCK_POLL)
@@ -307,6 +237,12 @@ class Spool:
             os.close(self._fd)
         self._fd, self._active = None, None
 
+    def _disk_room(self) -> int:
+        try:
+            return files.disk_room(self.directory)
+        except OSError:
+            return 0
+
     async def _flush(self) -> None:
         """Write and fsync every queued record in one go (the caller holds the write lock)."""
         batch, self._pending = self._pending, []
@@ -317,25 +253,61 @@ class Spool:
                 await self._rotate()
             assert self._active is not None and self._fd is not None
             segment = self._active
-            await asyncio.to_thread(_write_durably, self._fd, data, segment.size)
+            await asyncio.to_thread(files.write_durably, self._fd, data, segment.size)
         except OSError as exc:
-            # Never trust a segment after a failed write or fsync: the next flush starts anew.
-            self._seal()
+            await self._write_failed(exc)
             log.error("spool.write_failed", error=str(exc), records=len(batch))
             _settle(batch, SpoolError(f"spool write failed: {exc}"))
             return
         segment.size += len(data)
         segment.records += len(batch)
+        self._write_error = None
         _settle(batch, None)
         self._appended.set()
+
+    async def _write_failed(self, exc: OSError) -> None:
+        """Never trust a segment after a failed write or fsync: the next flush starts anew.
+        A segment left empty goes, so that failing writes do not pile up empty files."""
+        self._write_error = files.describe(exc, short=True)
+        self._probed_at = time.monotonic()
+        segment = self._active
+        self._seal()
+        if segment is not None and segment.size == 0:
+            self._segments.remove(segment)
+            try:
+                await asyncio.to_thread(files.discard, segment.path)
+            except OSError as error:
+                log.warning("spool.discard_failed", segment=segment.path.name, error=str(error))
+
+    def _reprobe(self) -> None:
+        """In the background, try a small fsynced write; clear the error if it succeeds."""
+        now = time.monotonic()
+        if (self._probe is not None and not self._probe.done()) or (
+            now - self._probed_at < REPROBE_INTERVAL
+        ):
+            return
+        self._probed_at = now
+
+        async def probe() -> None:
+            try:
+                await asyncio.to_thread(files.probe_write, self.directory)
+            except OSError:
+                return
+            if self._disk_room() >= self._disk_reserve:
+                self._write_error = None
+
+        try:
+            self._probe = asyncio.get_running_loop().create_task(probe())
+        except RuntimeError:  # no running loop: the next append will tell
+            self._probe = None
 
     async def _rotate(self) -> None:
         self._seal()
         seq = self._last_seq + 1
-        path = self.directory / f"{seq:020d}.seg"
-        self._fd = await asyncio.to_thread(_create, path)
+        path = files.segment_path(self.directory, seq)
+        self._fd = await asyncio.to_thread(files.create, path)
         self._last_seq = seq
-        self._active = _Segment(seq, path, size=0, committed=0, records=0)
+        self._active = files.Segment(seq, path, size=0, committed=0, records=0)
         self._segments.append(self._active)
 
     async def _reclaim(self) -> None:
@@ -347,7 +319,7 @@ class Spool:
                     self._seal()
         done = [s for s in self._segments if s is not self._active and s.committed >= s.size]
         if done:
-            await _finish(asyncio.to_thread(_delete, [s.path for s in done]))
+            await _finish(asyncio.to_thread(files.delete, [s.path for s in done]))
             self._segments = [s for s in self._segments if s not in done]
 
 
@@ -374,149 +346,3 @@ async def _finish(work: Awaitable[T]) -> T:
     if cancelled:
         raise asyncio.CancelledError
     return task.result()
-
-
-# Blocking file operations, run in a worker thread.
-
-
-def _write_durably(fd: int, data: bytes, size: int) -> None:
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError:
-        os.ftruncate(fd, size)
-        raise
-    os.fsync(fd)
-
-
-def _create(path: Path) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-    _ack_path(path).unlink(missing_ok=True)  # a stale offset must never apply to a new file
-    fd = os.open(path, flags, 0o600)
-    try:
-        _fsync_dir(path.parent)
-    except OSError:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    return fd
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _ack_path(segment: Path) -> Path:
-    return segment.with_suffix(".ack")
-
-
-def _write_ack(segment: Path, offset: int) -> None:
-    fd = os.open(_ack_path(segment), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.pwrite(fd, _ACK.pack(offset, zlib.crc32(offset.to_bytes(8, "big"))), 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_ack(segment: Path) -> int:
-    try:
-        raw = _ack_path(segment).read_bytes()
-    except FileNotFoundError:
-        return 0
-    if len(raw) == _ACK.size:
-        offset, crc = _ACK.unpack(raw)
-        if zlib.crc32(offset.to_bytes(8, "big")) == crc:
-            return int(offset)
-    log.warning("spool.ack_unreadable", segment=segment.name, action="re-sending the segment")
-    return 0
-
-
-def _delete(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-        _ack_path(path).unlink(missing_ok=True)
-    if paths:
-        _fsync_dir(paths[0].parent)
-
-
-def _read_from(path: Path, start: int, stop: int) -> bytes:
-    with path.open("rb") as file:
-        file.seek(start)
-        return file.read(stop - start)
-
-
-def _read(segment: _Segment, start: int, stop: int, limit: int) -> Batch:
-    records: list[Record] = []
-    ends: list[int] = []
-    end = stop
-    for offset, stretch_end, record in _scan(_read_from(segment.path, start, stop), start):
-        if len(records) == limit:
-            end = offset
-            break
-        if record is None:
-            log.warning(
-                "spool.corrupt_record",
-                segment=segment.path.name,
-                offset=offset,
-                bytes=stretch_end - offset,
-                action="skipped",
-            )
-            continue
-        records.append(record)
-        ends.append(stretch_end)
-    return Batch(segment.seq, records, ends, end)
-
-
-def _recover(directory: Path) -> tuple[list[_Segment], int]:
-    """The segments still holding records, oldest first, and the highest sequence seen."""
-    paths = {int(p.stem): p for p in directory.glob("*.seg") if p.stem.isdigit()}
-    for ack in directory.glob("*.ack"):
-        if not ack.with_suffix(".seg").exists():
-            ack.unlink()
-    segments: list[_Segment] = []
-    for seq in sorted(paths):
-        segment = _recover_segment(seq, paths[seq])
-        if segment.records:
-            segments.append(segment)
-        else:
-            _delete([segment.path])
-    return segments, max(paths, default=0)
-
-
-def _recover_segment(seq: int, path: Path) -> _Segment:
-    size = path.stat().st_size
-    committed = _read_ack(path)
-    if committed > size:
-        log.warning("spool.ack_unreadable", segment=path.name, action="re-sending the segment")
-        committed = 0
-    records = 0
-    for offset, end, record in _scan(_read_from(path, committed, size), committed):
-        if record is not None:
-            records += 1
-        elif end == size:
-            log.warning(
-                "spool.torn_record",
-                segment=path.name,
-                offset=offset,
-                bytes=end - offset,
-                action="truncated",
-            )
-            os.truncate(path, offset)
-            with path.open("rb+") as file:
-                os.fsync(file.fileno())
-            size = offset
-        else:
-            log.warning(
-                "spool.corrupt_record",
-                segment=path.name,
-                offset=offset,
-                bytes=end - offset,
-                action="skipped",
-            )
-    return _Segment(seq, path, size=size, committed=committed, records=records)

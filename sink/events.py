@@ -23,6 +23,8 @@ _MUC_ID = re.compile(r"^[^_@]*_(?P<gid>[^@]+)@conference\.")
 REQUIRED_FIELDS = ("callId", "timestamp", "security")
 #: The callId becomes the AMQP message id, a short string of at most 255 bytes.
 MAX_CALL_ID_BYTES = 255
+#: The family of ``eventType: chat_offline``: one callback per offline recipient.
+OFFLINE = "offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +56,24 @@ class Event:
         return value if isinstance(value, dict) else {}
 
     @property
+    def kind(self) -> str:
+        """What this callback is, as ``family:operation``: the event name (``muc:kick``,
+        ``offline:chat``; ``unknown:unknown`` for a shape nobody knows).
+
+        Handlers are chosen by it, so a callId bound to the kind it first arrived as cannot
+        reach, as a replay with edited unsigned fields, a handler that never saw that
+        callId (the signature covers only callId and timestamp).
+        """
+        return f"{self.family}:{self.name.partition(':')[2] or names.UNKNOWN}"
+
+    @property
     def dedup_key(self) -> str:
         """The identity of this callback for deduplication.
 
         Easemob sends one ``chat_offline`` callback per offline recipient, all sharing one
-        callId, so those are told apart by ``to``.
+        callId, so those, and only those, are told apart by ``to``.
         """
-        if self.raw.get("eventType") == "chat_offline":
+        if self.family == OFFLINE:
             return f"{self.call_id}|{self.to or ''}"
         return self.call_id
 
@@ -115,8 +128,14 @@ def from_document(doc: dict[str, Any]) -> Event:
 
 
 def _classify(doc: dict[str, Any]) -> tuple[str, str | None]:
-    """Return (family, raw kind) following the table in PROTOCOL.md."""
+    """Return (family, raw kind) following the table in PROTOCOL.md.
+
+    ``eventType: chat_offline`` is decided first and alone: an offline message is never a
+    group, contact or other event, whatever its (unsigned) ``chat_type`` and payload say.
+    """
     chat_type = doc.get("chat_type")
+    if doc.get("eventType") == "chat_offline":
+        return OFFLINE, _str(chat_type)
     payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
     assert isinstance(payload, dict)
     if chat_type == "muc":
@@ -132,8 +151,7 @@ def _classify(doc: dict[str, Any]) -> tuple[str, str | None]:
     if chat_type == "notify":
         return "notify", _str(payload.get("type"))
     if chat_type in ("chat", "groupchat"):
-        family = "offline" if doc.get("eventType") == "chat_offline" else "message"
-        return family, chat_type
+        return "message", chat_type
     if chat_type is None and "eventType" not in doc and ("reason" in doc or "status" in doc):
         return "session", _str(doc.get("reason"))
     return names.UNKNOWN, None

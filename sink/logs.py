@@ -1,13 +1,17 @@
 """Logging: structlog, one JSON object per line on stdout (or coloured lines for people).
 
-Per-callback context (``call_id``, ``event``) is bound with ``bound_contextvars`` by the
-ingress and the worker. A last processor redacts any field whose name says it holds a
-secret, so a careless ``log.info(..., security=...)`` cannot leak one.
+The JSON line is rendered by orjson straight to bytes and written to ``sys.stdout.buffer``;
+loggers are cached on first use, so a log call costs one pass through the processors and
+one write. Per-callback context (``call_id``, ``event_name``) is passed as fields on the
+ingress's hot path and bound with ``bound_contextvars`` by the worker. A last processor
+redacts any field whose name says it holds a secret, so a careless
+``log.info(..., security=...)`` cannot leak one.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -27,8 +31,39 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
-def _dumps(obj: Any, default: Any = None) -> str:
-    return orjson.dumps(obj, default=default or str).decode()
+def _dumps(obj: Any, default: Any = None) -> bytes:
+    return orjson.dumps(obj, default=default or str)
+
+
+class StdoutBytesLogger:
+    """Writes each rendered line to whatever ``sys.stdout`` is *at write time*: a cached
+    logger must never hold on to a stream that was replaced (or, in tests, captured and
+    closed) after it was made."""
+
+    def msg(self, message: bytes | str) -> None:
+        stream = sys.stdout
+        if isinstance(message, str):
+            stream.write(message + "\n")
+        else:
+            buffer = getattr(stream, "buffer", None)
+            if buffer is None:
+                stream.write(message.decode() + "\n")
+            else:
+                buffer.write(message + b"\n")
+        stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _logger_factory(*_: Any) -> StdoutBytesLogger:
+    return StdoutBytesLogger()
+
+
+#: One list for the life of the process, changed in place by :func:`configure`: cached
+#: loggers hold a reference to it, so a second ``configure`` (the CLI after the tests' own,
+#: say) and ``structlog.testing.capture_logs`` reach every logger.
+_PROCESSORS: list[Any] = []
 
 
 def configure(log_format: str = "json", level: str = "info") -> None:
@@ -38,22 +73,21 @@ def configure(log_format: str = "json", level: str = "info") -> None:
         renderer = structlog.dev.ConsoleRenderer()
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    _PROCESSORS[:] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _redact,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _redact,
-            renderer,
-        ],
+        processors=_PROCESSORS,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        # No file given: each logger writes to whatever sys.stdout is when it is made, so a
-        # replaced (or, in tests, captured and closed) stdout is never written to later.
-        logger_factory=structlog.PrintLoggerFactory(),
-        cache_logger_on_first_use=False,
+        logger_factory=_logger_factory,
+        cache_logger_on_first_use=True,
     )
 
 

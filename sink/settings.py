@@ -7,6 +7,7 @@ Secrets are never part of ``repr()``, so settings can be logged safely.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,8 @@ T = TypeVar("T")
 
 DAY = 24 * 3600
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -34,8 +37,11 @@ class Settings:
     dedup_url: str = field(default="memory://", repr=False)
     #: How long a "done" mark is kept, seconds (longer than Easemob's 3-day re-send window).
     dedup_ttl: float = 4 * DAY
-    #: A handler running longer is cancelled and retried, seconds; its claim lease is twice this.
+    #: A handler running longer is cancelled and retried, seconds (``@on(timeout=…)`` overrides).
     handler_timeout: float = 60.0
+    #: A worker's claim on a callback is a lease of this many seconds, renewed while its
+    #: handler runs: a worker that died hands its callbacks over within about this long.
+    claim_lease: float = 5.0
     #: HTTP listen address and port of the ingress.
     host: str = "127.0.0.1"
     port: int = 8080
@@ -55,16 +61,43 @@ class Settings:
     spool_dir: str = "var/spool"
     #: Most bytes the spool may hold; only when it is full does the ingress answer 503.
     spool_max_bytes: int = 1024 * 1024 * 1024
+    #: Ingress processes sharing the port (SO_REUSEPORT), each with its own spool under
+    #: ``spool_dir``; default: the CPUs this process may run on.
+    ingress_processes: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     #: Retry delays for a failing handler, seconds: attempt n waits delays[n-1] (last repeats).
     retry_delays: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0)
-    #: Deliveries of one callback before it is dead-lettered.
+    #: Handler attempts of one callback before it is dead-lettered (``@on(retries=…)``).
     max_attempts: int = 5
+    #: Deliveries of one callback to any worker (crashes, deferrals and retries included)
+    #: before it is dead-lettered: stops a callback that kills its worker from looping.
+    max_deliveries: int = 20
+    #: How long a worker waits for the broker and the dedup store at start-up, seconds.
+    startup_timeout_s: float = 60.0
     #: How long a stopping worker lets running handlers finish, seconds.
     shutdown_timeout: float = 30.0
     #: ``json`` (one JSON object per line) or ``console`` (for people).
     log_format: str = "json"
     #: Minimum log level.
     log_level: str = "info"
+    #: Callbacks whose ``timestamp`` is older than this are refused, seconds (0: no limit).
+    #: Below the dedup TTL, so any replay inside the window is a duplicate.
+    max_age_s: float = 1 * DAY
+    #: Client networks allowed to post callbacks (CIDR list); empty allows every address.
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    #: Proxies whose ``X-Forwarded-For`` is believed (CIDR list); empty believes none.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Deadline for a request's headers, and for its whole body, seconds.
+    read_timeout_s: float = 10.0
+    #: An idle keep-alive connection is closed after this long, seconds.
+    keepalive_timeout_s: float = 75.0
+    #: Open connections per ingress process; more get a fast 503 and are closed.
+    max_connections: int = 1000
+    #: Requests handled at once per ingress process; more get a fast 503.
+    max_inflight: int = 512
+    #: Refusal log lines per second and reason; the rest are counted in one summary line.
+    reject_log_rate: int = 5
+    #: Event loop: ``auto`` (uvloop where installed) or ``asyncio``.
+    loop: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,9 +127,20 @@ class Settings:
             raise ConfigError("SINK_LOG_LEVEL must be debug, info, warning or error")
         if not self.path.startswith("/"):
             raise ConfigError("SINK_PATH must start with /")
-        for name in ("prefetch", "concurrency", "body_limit", "max_attempts", "port"):
+        for name in ("prefetch", "concurrency", "body_limit", "max_attempts", "max_deliveries",
+                     "port"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"SINK_{name.upper()} must be at least 1")
+        for name in ("max_connections", "max_inflight", "reject_log_rate"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SINK_{name.upper()} must be at least 1")
+        if self.max_age_s and self.max_age_s >= self.dedup_ttl:
+            raise ConfigError(
+                f"SINK_MAX_AGE_S ({self.max_age_s:g}) must be below SINK_DEDUP_TTL "
+                f"({self.dedup_ttl:g}): a replay older than the dedup marks would run again"
+            )
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError("SINK_LOOP must be auto, asyncio or uvloop")
         if not self.retry_delays or min(self.retry_delays) <= 0:
             raise ConfigError("SINK_RETRY_DELAYS must be positive numbers of seconds")
 
@@ -128,6 +172,18 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    """A CIDR list (``10.0.0.0/8, 2001:db8::/32``); a bare address is a one-address network."""
+    return tuple(ipaddress.ip_network(part, strict=False) for part in _csv(raw))
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def _floats(raw: str) -> tuple[float, ...]:
     return tuple(float(part) for part in _csv(raw))
 
@@ -150,7 +206,8 @@ def read_secret_lines(var: str, path: str) -> tuple[str, ...]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
-    secrets = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    stripped = (line.strip() for line in lines)
+    secrets = tuple(line for line in stripped if line and not line.startswith("#"))
     if not secrets:
         raise ConfigError(f"{var}: {path} holds no secret")
     return secrets
@@ -163,6 +220,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "dedup_url": str,
     "dedup_ttl": positive(float),
     "handler_timeout": positive(float),
+    "claim_lease": positive(float),
     "host": str,
     "port": int,
     "path": str,
@@ -173,9 +231,21 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "publish_timeout": positive(float),
     "spool_dir": str,
     "spool_max_bytes": positive(int),
+    "ingress_processes": positive(int),
     "retry_delays": _floats,
     "max_attempts": int,
+    "max_deliveries": int,
+    "startup_timeout_s": positive(float),
     "shutdown_timeout": positive(float),
     "log_format": str.lower,
     "log_level": str.lower,
+    "max_age_s": _seconds,
+    "allowed_networks": _networks,
+    "trusted_proxies": _networks,
+    "read_timeout_s": positive(float),
+    "keepalive_timeout_s": positive(float),
+    "max_connections": int,
+    "max_inflight": int,
+    "reject_log_rate": int,
+    "loop": str.lower,
 }

@@ -21,10 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from handlers.registry import Handler, Registry
+from handlers.registry import Handler, Options, Registry
 from ingress.app import create_app
 from sink import logs
 from sink.events import Event
+from sink.examples import now_ms
 from sink.settings import Settings
 from sink.signature import sign
 from sink.topology import Topology
@@ -136,7 +137,8 @@ def signed(body: dict[str, Any], secret: str = SECRET) -> bytes:
 
 
 def callback(call_id: str | None = None, operation: str = "apply", **extra: Any) -> dict[str, Any]:
-    """A minimal legacy group callback."""
+    """A minimal legacy group callback, stamped with the current time as Easemob does (an
+    ingress refuses callbacks older than its maximum age); pass ``timestamp=`` to override."""
     return {
         "chat_type": "muc",
         "callId": call_id or f"XXXX#XXXX_{uuid.uuid4().int % 10**18}",
@@ -145,7 +147,7 @@ def callback(call_id: str | None = None, operation: str = "apply", **extra: Any)
         "from": "alice",
         "to": "bob",
         "eventType": "chat",
-        "timestamp": 1644914583273,
+        "timestamp": now_ms(),
         **extra,
     }
 
@@ -170,6 +172,7 @@ class Recorder:
         name: str,
         subscriptions: tuple[str, ...] = ("*",),
         behaviour: Callable[[Event], Awaitable[None]] | None = None,
+        **options: Any,
     ) -> Handler:
         async def run(event: Event) -> None:
             if behaviour is not None:
@@ -178,7 +181,7 @@ class Recorder:
                 self.calls.append((name, event))
                 self._changed.notify_all()
 
-        return Handler(name, run, subscriptions)
+        return Handler(name, run, subscriptions, Options(**options))
 
     def of(self, handler: str) -> list[Event]:
         return [event for name, event in self.calls if name == handler]

@@ -1,44 +1,42 @@
 """Fixtures and helpers for the REST client, emulator and directory tests.
 
 Test modules import the fixtures they use (``emulator_fixture`` …); each is registered
-under its short name. ``emulator`` is an in-process emulator on a free port with a client
-configured for it; ``directory_url`` is an SQLite file or a fresh
-PostgreSQL database per test (a missing PostgreSQL skips locally and fails under CI=true).
-``group_operations`` draws random REST workloads; ``run_operations`` plays one against the
-emulator and ``expected_view`` tells what the directory must end up saying.
+under its short name. ``emulator`` is an in-process emulator on a free port, with a clock a
+test can move forward, and a client configured for it; ``directory_url`` is an SQLite file
+or a fresh PostgreSQL database per test (a missing PostgreSQL skips locally and fails under
+CI=true); ``directory_env`` configures ``handlers.directory`` from the environment, and
+:class:`Applied` tells which callbacks a worker's directory handler has applied. Random
+workloads live in tests/directory_workloads.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
+import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from hypothesis import Phase
-from hypothesis import strategies as st
 
+import handlers.directory as directory_module
 from easemob.emulator import Emulator
-from easemob.emulator.state import Group
-from easemob.models import NewGroup
 from easemob.rest import GroupClient
 from easemob.settings import EasemobSettings, EmulatorSettings
-from handlers.directory.view import GroupView, MutedMember
-from sink.errors import EasemobError
+from handlers.registry import Handler, collect
+from sink.events import Event
 from tests.conftest import SECRET
 
 POSTGRES_URL = os.environ.get(
     "SINK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-USERS = tuple(f"u{i}" for i in range(5))
-#: Long enough that no mute expires during a test.
-MUTE_MS = 3_600_000
+#: How long a worker may take to apply one workload's callbacks, seconds.
+SETTLE_TIMEOUT = 60.0
 
 
 def _unavailable(what: str, exc: BaseException) -> None:
@@ -58,6 +56,12 @@ class RunningEmulator:
     def client(self, **options: Any) -> GroupClient:
         return GroupClient(self.client_settings, **options)
 
+    def advance(self, seconds: float) -> None:
+        """Move the emulator's clock forward (its mutes and tokens run out sooner)."""
+        clock = self.emulator.clock
+        assert isinstance(clock, Clock), "the emulator fixture's clock can be moved"
+        clock.offset += seconds
+
 
 def client_settings_for(server: TestServer, settings: EmulatorSettings) -> EasemobSettings:
     return EasemobSettings(
@@ -72,15 +76,74 @@ def client_settings_for(server: TestServer, settings: EmulatorSettings) -> Easem
     )
 
 
+class Clock:
+    """The emulator's clock, to be moved forward: a mute can run out within a test."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
 @pytest.fixture(name="emulator")
 async def emulator_fixture() -> AsyncIterator[RunningEmulator]:
-    """An emulator that keeps its callbacks in memory (``emulator.callbacks.outbox``)."""
+    """An emulator that keeps its callbacks in memory (``emulator.callbacks.outbox``); its
+    clock is a :class:`Clock` (``emulator.emulator.clock.offset += …``)."""
     settings = EmulatorSettings(sink_url="", seed=7)
-    emu = Emulator(settings, callback_secret=SECRET)
+    emu = Emulator(settings, callback_secret=SECRET, clock=Clock())
     server = TestServer(emu.app())
     await server.start_server()
     yield RunningEmulator(emu, server, client_settings_for(server, settings))
     await server.close()
+
+
+@pytest.fixture(name="directory_env")
+async def directory_env_fixture(
+    directory_url: str, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    """``handlers.directory`` configured from the environment, as in production, its REST
+    look-ups going to ``emulator``; closed after the workers that use it have stopped
+    (fixtures tear down in reverse order)."""
+    rest = emulator.client_settings
+    for name, value in {
+        "SINK_DIRECTORY_URL": directory_url,
+        "SINK_EASEMOB_HOST": rest.host,
+        "SINK_EASEMOB_ORG": rest.org,
+        "SINK_EASEMOB_APP": rest.app,
+        "SINK_EASEMOB_CLIENT_ID": rest.client_id,
+        "SINK_EASEMOB_CLIENT_SECRET": rest.client_secret,
+        "SINK_EASEMOB_BACKOFF_BASE": "0.01",
+        "SINK_EASEMOB_BACKOFF_MAX": "0.05",
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield
+    await directory_module.close()
+
+
+class Applied:
+    """The directory handler, wrapped only to tell a test which callbacks it has applied."""
+
+    def __init__(self) -> None:
+        (self._handler,) = collect(directory_module)
+        self.call_ids: set[str] = set()
+        self._changed = asyncio.Condition()
+
+    def handler(self) -> Handler:
+        async def track(event: Event) -> None:
+            await self._handler.func(event)
+            async with self._changed:
+                self.call_ids.add(event.call_id)
+                self._changed.notify_all()
+
+        return Handler(self._handler.name, track, self._handler.subscriptions)
+
+    async def wait_for(self, call_ids: set[str], within: float = SETTLE_TIMEOUT) -> None:
+        async def all_applied() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: call_ids <= self.call_ids)
+
+        await asyncio.wait_for(all_applied(), within)
 
 
 async def _admin(statement: str) -> None:
@@ -92,25 +155,27 @@ async def _admin(statement: str) -> None:
         await connection.close()
 
 
-async def _create_database(name: str) -> None:
-    await _admin(f'CREATE DATABASE "{name}"')
-
-
-async def _drop_database(name: str) -> None:
-    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """The URL of a new PostgreSQL database, dropped on exit (a missing PostgreSQL skips
+    the test locally and fails it under CI=true)."""
+    name = f"sink_directory_{uuid.uuid4().hex[:12]}"
+    try:
+        await asyncio.wait_for(_admin(f'CREATE DATABASE "{name}"'), 10)
+    except Exception as exc:
+        _unavailable("PostgreSQL", exc)
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(name="postgres_url")
 async def postgres_url_fixture() -> AsyncIterator[str]:
     """A PostgreSQL database of its own for one test, dropped afterwards."""
-    name = f"sink_directory_{uuid.uuid4().hex[:12]}"
-    try:
-        await asyncio.wait_for(_create_database(name), 10)
-    except Exception as exc:
-        _unavailable("PostgreSQL", exc)
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}"
-    await _drop_database(name)
+    async with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(name="directory_url", params=["sqlite", "postgresql"])
@@ -121,167 +186,5 @@ async def directory_url_fixture(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/directory.sqlite3"
         return
-    name = f"sink_directory_{uuid.uuid4().hex[:12]}"
-    try:
-        await asyncio.wait_for(_create_database(name), 10)
-    except Exception as exc:
-        _unavailable("PostgreSQL", exc)
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}"
-    await _drop_database(name)
-
-
-# --- random REST workloads ---------------------------------------------------------------
-
-_user = st.sampled_from(USERS)
-_users = st.lists(_user, min_size=1, max_size=3, unique=True)
-_group = st.integers(min_value=0, max_value=2)
-
-_operation = st.one_of(
-    st.tuples(st.just("create"), _user, st.lists(_user, max_size=3, unique=True)),
-    st.tuples(st.just("add"), _group, _user),
-    st.tuples(st.just("add_many"), _group, _users),
-    st.tuples(st.just("remove"), _group, _user),
-    st.tuples(st.just("remove_many"), _group, _users),
-    st.tuples(st.just("admin"), _group, _user),
-    st.tuples(st.just("unadmin"), _group, _user),
-    st.tuples(st.just("transfer"), _group, _user),
-    st.tuples(st.just("block"), _group, _user),
-    st.tuples(st.just("block_many"), _group, _users),
-    st.tuples(st.just("unblock"), _group, _user),
-    st.tuples(st.just("unblock_many"), _group, _users),
-    st.tuples(st.just("mute"), _group, _users),
-    st.tuples(st.just("unmute"), _group, _users),
-    st.tuples(st.just("update"), _group, st.integers(min_value=0, max_value=99)),
-    st.tuples(st.just("destroy"), _group),
-)
-
-#: A workload: a first group, then 12 to 40 random operations (long enough that one
-#: user goes through several roles).
-group_operations = st.lists(_operation, min_size=12, max_size=40).map(
-    lambda ops: [("create", "u0", ["u1", "u2", "u3", "u4"]), *ops]
-)
-
-
-#: A workload that walks one user through every rule that ties facts together: an admin
-#: and muted member removed then re-added, a transfer to an admin, a block of a muted member,
-#: a block refused for the owner, a destroyed second group. Every property test runs it.
-TRICKY: list[tuple[Any, ...]] = [
-    ("create", "u0", ["u1", "u2", "u3", "u4"]),
-    ("admin", 0, "u1"),
-    ("mute", 0, ["u1", "u2"]),
-    ("remove", 0, "u1"),
-    ("add", 0, "u1"),
-    ("admin", 0, "u2"),
-    ("transfer", 0, "u2"),
-    ("block", 0, "u3"),
-    ("unblock", 0, "u3"),
-    ("add", 0, "u3"),
-    ("mute", 0, ["u4"]),
-    ("block_many", 0, ["u4", "u2"]),
-    ("update", 0, 7),
-    ("create", "u1", ["u2"]),
-    ("destroy", 1),
-    ("remove_many", 0, ["u0", "u3"]),
-    ("admin", 0, "u1"),
-    ("unmute", 0, ["u1"]),
-]
-
-
-#: Shrinking replays the whole pipeline hundreds of times; the failing example is printed
-#: as found instead.
-NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
-#: Share of callbacks delivered twice in the property tests.
-DUPLICATE_SHARE = 0.25
-
-
-async def emit_shuffled(
-    emulator: RunningEmulator, operations: list[tuple[Any, ...]], order: random.Random
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Run ``operations`` against the emulator; return the groups made and the callbacks it
-    emitted, a quarter of them duplicated, all in a shuffled order."""
-    outbox = emulator.emulator.callbacks.outbox
-    start = len(outbox)
-    async with emulator.client() as client:
-        groups = await run_operations(client, operations)
-    emitted = outbox[start:]
-    deliveries = emitted + [doc for doc in emitted if order.random() < DUPLICATE_SHARE]
-    order.shuffle(deliveries)
-    return groups, deliveries
-
-
-async def run_operations(client: GroupClient, operations: list[tuple[Any, ...]]) -> list[str]:
-    """Play a workload; refused calls (4xx) are part of the game. The created group ids."""
-    groups: list[str] = []
-    for op in operations:
-        name, args = op[0], op[1:]
-        if name != "create" and not groups:
-            continue
-        group = groups[args[0] % len(groups)] if name != "create" else ""
-        try:
-            if name == "create":
-                owner, members = args
-                new = NewGroup(name=f"g{len(groups)}", owner=owner, description="d",
-                               members=tuple(m for m in members if m != owner))  # fmt: skip
-                groups.append(await client.create_group(new))
-            elif name == "update":
-                await client.update_group(group, name=f"n{args[1]}", maxusers=10 + args[1])
-            elif name == "destroy":
-                await client.delete_group(group)
-            else:
-                await _member_operation(client, name, group, args[1])
-        except EasemobError as exc:
-            assert 400 <= exc.status < 500, exc
-    return groups
-
-
-async def _member_operation(client: GroupClient, name: str, group: str, users: Any) -> None:
-    calls = {
-        "add": client.add_member,
-        "remove": client.remove_member,
-        "transfer": client.transfer_owner,
-        "admin": client.add_admin,
-        "unadmin": client.remove_admin,
-        "block": client.block,
-        "unblock": client.unblock,
-        "add_many": client.add_members,
-        "remove_many": client.remove_members,
-        "block_many": client.block_many,
-        "unblock_many": client.unblock_many,
-        "unmute": client.unmute,
-    }
-    if name == "mute":
-        await client.mute(group, users, MUTE_MS)
-    else:
-        await calls[name](group, users)
-
-
-def expected_view(emulator: Emulator, group_id: str) -> dict[str, Any]:
-    """What the directory must say about a group, from the emulator's own state."""
-    if group_id in emulator.state.destroyed:
-        return {"destroyed": True}
-    group: Group = emulator.state.groups[group_id]
-    return {
-        "destroyed": False,
-        "is_chatroom": False,
-        "owner": group.owner,
-        "members": tuple(sorted(group.members)),
-        "admins": tuple(sorted(group.admins)),
-        "mutes": tuple(MutedMember(u, group.mutes[u]) for u in sorted(group.mutes)),
-        "blocked": tuple(sorted(group.blocks)),
-        "allowed": (),
-        "muted_all": False,
-        "name": group.name,
-        "description": group.description,
-        "public": group.public,
-        "membersonly": group.membersonly,
-        "allowinvites": group.allowinvites,
-        "maxusers": group.maxusers,
-    }
-
-
-def observed_view(view: GroupView | None, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """The same fields, read from the directory's view."""
-    if view is None:
-        return None
-    return {key: getattr(view, key) for key in expected}
+    async with fresh_database() as url:
+        yield url

@@ -6,7 +6,9 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -21,14 +23,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_sign_prints_the_body_with_a_correct_security(tmp_path: Path) -> None:
-    body = tmp_path / "callback.json"
-    body.write_bytes(orjson.dumps({"callId": "XXXX#XXXX_1", "timestamp": 1644914583273}))
+def sign_command(body: Path, *options: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "callback_sink", "sign", str(body), "--secret", "s3cr3t"],
+        [sys.executable, "-m", "callback_sink", "sign", str(body), "--secret", "s3cr3t",
+         *options],
         capture_output=True, check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
     )  # fmt: skip
-    signed = orjson.loads(out.stdout)
+    signed: dict[str, Any] = orjson.loads(out.stdout)
+    return signed
+
+
+def test_sign_stamps_the_current_time_and_a_matching_security(tmp_path: Path) -> None:
+    body = tmp_path / "callback.json"
+    body.write_bytes(orjson.dumps({"callId": "XXXX#XXXX_1", "timestamp": 1644914583273}))
+    before = time.time() * 1000
+    signed = sign_command(body)
+    assert before - 1000 <= signed["timestamp"] <= time.time() * 1000
+    assert signed["security"] == sign("XXXX#XXXX_1", "s3cr3t", signed["timestamp"])
+
+
+def test_sign_keep_timestamp_signs_the_bodys_own_time(tmp_path: Path) -> None:
+    body = tmp_path / "callback.json"
+    body.write_bytes(orjson.dumps({"callId": "XXXX#XXXX_1", "timestamp": 1644914583273}))
+    signed = sign_command(body, "--keep-timestamp")
+    assert signed["timestamp"] == 1644914583273
     assert signed["security"] == sign("XXXX#XXXX_1", "s3cr3t", 1644914583273)
 
 

@@ -18,15 +18,16 @@ from handlers.directory import DirectorySettings, Tracker
 from handlers.directory.store import Directory
 from sink.events import decode
 from tests.directory_fixtures import (  # noqa: F401
-    NO_SHRINK,
-    TRICKY,
     RunningEmulator,
     directory_url_fixture,
-    emit_shuffled,
     emulator_fixture,
-    expected_view,
+)
+from tests.directory_workloads import (
+    NO_SHRINK,
+    TRICKY,
+    assert_directory_equals_emulator,
+    emit_shuffled,
     group_operations,
-    observed_view,
 )
 
 
@@ -51,7 +52,4 @@ async def test_the_directory_ends_equal_to_the_emulator_whatever_the_delivery_or
     groups, deliveries = await emit_shuffled(emulator, operations, order)
     for doc in deliveries:
         await tracker.record(decode(orjson.dumps(doc)))
-    for index, group_id in enumerate(groups):
-        expected = expected_view(emulator.emulator, group_id)
-        observed = observed_view(await tracker.directory.group(group_id), expected)
-        assert observed == expected, f"group #{index}"
+    await assert_directory_equals_emulator(tracker.directory, emulator.emulator, groups)

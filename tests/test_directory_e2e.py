@@ -5,10 +5,8 @@ emulator). The directory must end equal to the emulator's state, on SQLite and P
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,60 +18,35 @@ from hypothesis import strategies as st
 
 import handlers.directory as directory_module
 from easemob.emulator.callbacks import CallbackSender
-from handlers.registry import Handler, collect
-from sink.events import Event
+from easemob.models import NewGroup
+from handlers.directory.view import MutedMember
 from tests.conftest import SECRET
 from tests.directory_fixtures import (  # noqa: F401
+    Applied,
+    RunningEmulator,
+    directory_env_fixture,
+    directory_url_fixture,
+    emulator_fixture,
+)
+from tests.directory_workloads import (
+    MUTE_MS,
     NO_SHRINK,
     TRICKY,
-    RunningEmulator,
-    directory_url_fixture,
+    assert_directory_equals_emulator,
     emit_shuffled,
-    emulator_fixture,
-    expected_view,
     group_operations,
-    observed_view,
 )
 from worker.consumer import Worker
 
-#: How long the worker may take to apply one example's callbacks.
-SETTLE_TIMEOUT = 60.0
 
-
-@dataclass
-class Pipeline:
-    sender: CallbackSender
-    applied: set[str]
-    changed: asyncio.Condition
-
-    async def wait_for(self, call_ids: set[str]) -> None:
-        async def all_applied() -> None:
-            async with self.changed:
-                await self.changed.wait_for(lambda: call_ids <= self.applied)
-
-        await asyncio.wait_for(all_applied(), SETTLE_TIMEOUT)
-
-
-@pytest.fixture
-async def directory_env(
-    directory_url: str, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[None]:
-    """``handlers.directory`` configured from the environment, as in production; closed
-    after the workers that use it have stopped (fixtures tear down in reverse order)."""
-    rest = emulator.client_settings
-    for name, value in {
-        "SINK_DIRECTORY_URL": directory_url,
-        "SINK_EASEMOB_HOST": rest.host,
-        "SINK_EASEMOB_ORG": rest.org,
-        "SINK_EASEMOB_APP": rest.app,
-        "SINK_EASEMOB_CLIENT_ID": rest.client_id,
-        "SINK_EASEMOB_CLIENT_SECRET": rest.client_secret,
-        "SINK_EASEMOB_BACKOFF_BASE": "0.01",
-        "SINK_EASEMOB_BACKOFF_MAX": "0.05",
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield
-    await directory_module.close()
+def sender_to(ingress: TestClient[Any, Any], emulator: RunningEmulator) -> CallbackSender:
+    """A callback sender POSTing to the real ingress, as Easemob would."""
+    return CallbackSender(
+        appkey=emulator.emulator.settings.appkey,
+        host="easemob-emulator",
+        secret=SECRET,
+        sink_url=str(ingress.make_url("/callbacks")),
+    )
 
 
 @pytest.fixture
@@ -82,28 +55,13 @@ async def pipeline(
     ingress: TestClient[Any, Any],
     start_worker: Callable[..., Awaitable[Worker]],
     emulator: RunningEmulator,
-) -> AsyncIterator[Pipeline]:
-    """A worker running the directory handler, wrapped only to tell the test which
-    callbacks it has applied; a sender posting callbacks to the real ingress."""
-    (handler,) = collect(directory_module)
-    applied: set[str] = set()
-    changed = asyncio.Condition()
-
-    async def track(event: Event) -> None:
-        await handler.func(event)
-        async with changed:
-            applied.add(event.call_id)
-            changed.notify_all()
-
-    await start_worker(Handler(handler.name, track, handler.subscriptions))
-    sender = CallbackSender(
-        appkey=emulator.emulator.settings.appkey,
-        host="easemob-emulator",
-        secret=SECRET,
-        sink_url=str(ingress.make_url("/callbacks")),
-    )
+) -> AsyncIterator[tuple[CallbackSender, Applied]]:
+    """A worker running the directory handler; a sender posting to the real ingress."""
+    applied = Applied()
+    await start_worker(applied.handler())
+    sender = sender_to(ingress, emulator)
     await sender.start()
-    yield Pipeline(sender, applied, changed)
+    yield sender, applied
     await sender.stop()
 
 
@@ -113,16 +71,51 @@ async def pipeline(
 @given(operations=group_operations, order=st.randoms(use_true_random=False))
 async def test_callbacks_through_ingress_broker_and_worker_rebuild_the_emulators_groups(
     emulator: RunningEmulator,
-    pipeline: Pipeline,
+    pipeline: tuple[CallbackSender, Applied],
     operations: list[tuple[Any, ...]],
     order: random.Random,
 ) -> None:
+    sender, applied = pipeline
     groups, deliveries = await emit_shuffled(emulator, operations, order)
     for doc in deliveries:
-        assert await pipeline.sender.deliver(orjson.dumps(doc)) == 200
-    await pipeline.wait_for({doc["callId"] for doc in deliveries})
+        assert await sender.deliver(orjson.dumps(doc)) == 200
+    await applied.wait_for({doc["callId"] for doc in deliveries})
     directory = (await directory_module.tracker()).directory
-    for index, group_id in enumerate(groups):
-        expected = expected_view(emulator.emulator, group_id)
-        observed = observed_view(await directory.group(group_id), expected)
-        assert observed == expected, f"group #{index}"
+    await assert_directory_equals_emulator(directory, emulator.emulator, groups)
+
+
+#: A mute short enough to run out while the worker is down.
+SHORT_MUTE_MS = 1_000
+
+
+async def test_a_mute_that_ran_out_while_the_worker_was_down_is_not_in_the_directory(
+    directory_env: None,
+    ingress: TestClient[Any, Any],
+    start_worker: Callable[..., Awaitable[Worker]],
+    emulator: RunningEmulator,
+) -> None:
+    async with emulator.client() as client:
+        group_id = await client.create_group(
+            NewGroup(name="g", owner="alice", members=("bob", "carol"))
+        )
+        await client.mute(group_id, ["bob"], SHORT_MUTE_MS)
+        (carol,) = await client.mute(group_id, ["carol"], MUTE_MS)
+    sender = sender_to(ingress, emulator)
+    await sender.start()
+    try:  # no worker yet: the callbacks wait in RabbitMQ
+        for doc in emulator.emulator.callbacks.outbox:
+            assert await sender.deliver(orjson.dumps(doc)) == 200
+    finally:
+        await sender.stop()
+    emulator.advance(2 * SHORT_MUTE_MS / 1000)  # bob's mute runs out, without a callback
+    group = emulator.emulator.state.groups[group_id]
+    assert list(emulator.emulator.state.live_mutes(group)) == ["carol"]
+
+    applied = Applied()
+    await start_worker(applied.handler())  # the worker comes back to the backlog
+    await applied.wait_for({doc["callId"] for doc in emulator.emulator.callbacks.outbox})
+
+    directory = (await directory_module.tracker()).directory
+    await assert_directory_equals_emulator(directory, emulator.emulator, [group_id])
+    view = await directory.group(group_id)
+    assert view is not None and view.mutes == (MutedMember("carol", carol.expire),)

@@ -11,13 +11,13 @@ import orjson
 import pytest
 
 import handlers.directory as directory_module
+from callback_sink import cli
 from easemob.models import NewGroup
 from handlers.directory import DirectorySettings, Tracker, open_directory
 from handlers.directory import facts as f
 from handlers.directory.facts import Fact
 from handlers.directory.store import Directory
 from handlers.registry import collect
-from sink import cli
 from sink.errors import ConfigError, Retry
 from sink.events import Event, decode, from_document
 from sink.examples import load_examples
@@ -110,6 +110,21 @@ async def test_lookups_fill_in_the_model_fields_and_the_mute_expiry(
     assert (view.name, view.description, view.public, view.maxusers) == ("team", "d", False, 30)
     assert (view.membersonly, view.allowinvites) == (False, False)
     assert [(m.user, m.expire) for m in view.mutes] == [("bob", muted[0].expire)]
+
+
+async def test_a_mute_callback_handled_after_the_mute_ran_out_records_the_user_unmuted(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    tracker = await tracker_on(emulator, tmp_path)
+    async with emulator.client() as client:
+        group_id = await client.create_group(NewGroup(name="t", owner="alice", members=("bob",)))
+        await client.mute(group_id, ["bob"], 1_000)
+    emulator.advance(2.0)  # Easemob lifts the mute silently: only the mute list tells
+    await replay(tracker, emulator)
+    view = await tracker.directory.group(group_id)
+    await tracker.close()
+    assert view is not None and view.members == ("bob",)
+    assert view.mutes == ()
 
 
 async def test_an_update_callback_looks_the_new_fields_up(

@@ -106,6 +106,62 @@ def test_offline_messages_sharing_a_call_id_are_told_apart_by_recipient() -> Non
     assert from_document({**base, "eventType": "chat", "to": "b"}).dedup_key == "c"
 
 
+# A captured group callback replayed as in issue 9: `eventType`, `to` and `payload` are not
+# covered by the signature, so an attacker may set them to anything.
+KICK_CAPTURE = {"chat_type": "muc", "callId": "XXXX#XXXX_1", "timestamp": 1, "security": "s",
+                "payload": {"operation": "kick", "muc_id": "a#b_42@conference.easemob.com"},
+                "group_id": "42", "from": "a#b", "to": "bob", "eventType": "chat"}  # fmt: skip
+REPLAYED_AS_OFFLINE = [
+    {**KICK_CAPTURE, "eventType": "chat_offline"},
+    {**KICK_CAPTURE, "eventType": "chat_offline", "chat_type": "chat"},
+    {**KICK_CAPTURE, "eventType": "chat_offline", "chat_type": "groupchat"},
+    {**KICK_CAPTURE, "eventType": "chat_offline", "chat_type": "roster"},
+    {**KICK_CAPTURE, "eventType": "chat_offline", "event": "group_op_event",
+     "operation": "LEAVE", "payload": {"member": ["bob"], "type": "KICK"}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("doc", REPLAYED_AS_OFFLINE, ids=lambda d: str(d.get("chat_type")))
+def test_a_chat_offline_callback_is_an_offline_message_whatever_its_payload_says(
+    doc: dict[str, Any],
+) -> None:
+    event = from_document(doc)
+    assert event.family == "offline"
+    assert event.name in ("offline:chat", "offline:groupchat", "offline:unknown")
+    assert event.kind == event.name
+    assert event.kind != from_document(KICK_CAPTURE).kind == "muc:kick"
+
+
+def test_a_chat_offline_replay_to_three_recipients_is_never_a_group_kick() -> None:
+    replays = [from_document({**REPLAYED_AS_OFFLINE[0], "to": to}) for to in ("x", "y", "z")]
+    assert {event.name for event in replays} == {"offline:unknown"}
+    assert not any(names.matches("muc", event.name) for event in replays)
+
+
+@pytest.mark.parametrize("example", load_examples(), ids=lambda e: e.source)
+def test_only_chat_offline_callbacks_get_a_dedup_key_per_recipient(example: Any) -> None:
+    one = from_document({**example.body, "to": "first-recipient"})
+    two = from_document({**example.body, "to": "second-recipient"})
+    if example.body.get("eventType") == "chat_offline":
+        assert one.dedup_key != two.dedup_key
+        assert one.dedup_key.startswith(one.call_id)
+    else:
+        assert one.dedup_key == two.dedup_key == one.call_id
+
+
+@pytest.mark.parametrize("example", load_examples(), ids=lambda e: e.source)
+def test_the_kind_of_every_example_is_its_family_and_operation(example: Any) -> None:
+    event = from_document(example.body)
+    assert event.kind == event.name
+    assert event.kind.partition(":")[0] == event.family
+
+
+def test_an_unknown_shape_has_the_kind_unknown_unknown() -> None:
+    assert from_document({"callId": "c", "timestamp": 1, "security": "s"}).kind == (
+        "unknown:unknown"
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "why"),
     [

@@ -9,8 +9,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
+from easemob.api import MAX_BATCH
 from easemob.emulator import Emulator
-from easemob.models import MAX_BATCH, Member, NewGroup, UserResult
+from easemob.models import Member, NewGroup, UserResult
 from easemob.rest import GroupClient
 from easemob.settings import EmulatorSettings
 from sink.errors import BatchTooLarge, EasemobError, EasemobThrottled

@@ -33,8 +33,9 @@ from sink.errors import DecodeError, DedupUnavailable, StartupError
 from sink.events import decode
 from sink.settings import Settings
 from sink.topology import Topology, declare
-from worker.decide import Policy, decide, over_budget
+from worker.decide import Policy, decide
 from worker.dedup import DedupStore
+from worker.gate import Gate
 from worker.pipeline import Outcome, Result, RunPolicy, dispatch
 from worker.settle import Settler, delivery_of, settled_of
 
@@ -49,7 +50,7 @@ STARTUP_BACKOFF = (0.5, 5.0)
 
 
 def policy_of(settings: Settings) -> Policy:
-    return Policy(settings.max_attempts, settings.max_deliveries, settings.retry_delays)
+    return Policy(settings.max_attempts, settings.retry_delays)
 
 
 def run_policy_of(settings: Settings, registry: Registry) -> RunPolicy:
@@ -58,7 +59,10 @@ def run_policy_of(settings: Settings, registry: Registry) -> RunPolicy:
         for h in registry.handlers
         if h.options.concurrency is not None
     }
-    return RunPolicy(settings.handler_timeout, settings.claim_lease, settings.dedup_ttl, slots)
+    return RunPolicy(
+        settings.handler_timeout, settings.claim_lease, settings.dedup_ttl,
+        settings.max_deliveries, slots,
+    )  # fmt: skip
 
 
 async def with_retries(what: str, attempt: Callable[[], Awaitable[T]], patience: float) -> T:
@@ -97,6 +101,7 @@ class Worker:
         self._policy = policy_of(settings)
         self._run_policy = run_policy_of(settings, registry)
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._gate = Gate()
         self._inflight: set[asyncio.Task[None]] = set()
         self._pause_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -110,14 +115,18 @@ class Worker:
 
     async def start(self) -> None:
         """Wait for the broker and the dedup store, run the start-up hooks, then consume."""
-        timeout = self.settings.startup_timeout
+        timeout = self.settings.startup_timeout_s
         self._connection = await with_retries(
             "RabbitMQ (SINK_AMQP_URL)",
             lambda: aio_pika.connect_robust(self.settings.amqp_url, timeout=5),
             timeout,
         )
-        await with_retries("the dedup store (SINK_DEDUP_URL)", self.store.ping, timeout)
-        await self.registry.startup()
+        try:
+            await with_retries("the dedup store (SINK_DEDUP_URL)", self.store.ping, timeout)
+            await self.registry.startup()
+        except BaseException:
+            await self._close()
+            raise
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
@@ -163,11 +172,14 @@ class Worker:
             if pending:
                 log.warning("worker.drain_timeout", cancelled=len(pending))
                 await asyncio.wait(pending, timeout=5)
+        await self._close()
+        log.info("worker.stopped")
+
+    async def _close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
         await self.registry.shutdown()
         await self.store.close()
-        log.info("worker.stopped")
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -179,7 +191,9 @@ class Worker:
                     assert self._settler is not None
                     await self._settler.requeue(message)
                     return
-                await self.handle(message)
+                gate = self._gate.exclusive() if message.redelivered else self._gate.shared()
+                async with gate:
+                    await self.handle(message)
         finally:
             self._inflight.discard(task)
 
@@ -194,20 +208,18 @@ class Worker:
             return
         delivery = delivery_of(message)
         with bound_contextvars(call_id=event.call_id, event_name=event.name):
-            outcome = Outcome(event, settled_of(message))
-            if not over_budget(delivery, self._policy):
-                try:
-                    outcome = await dispatch(
-                        event,
-                        self.registry.for_event(event.name),
-                        self.store,
-                        self._run_policy,
-                        settled=outcome.settled_before,
-                    )
-                except Exception as exc:  # a bug of ours: never leave the message unsettled
-                    log.exception("callback.dispatch_failed", error=f"{type(exc).__name__}: {exc}")
-                    await settler.requeue(message)
-                    return
+            try:
+                outcome = await dispatch(
+                    event,
+                    self.registry.for_event(event.name),
+                    self.store,
+                    self._run_policy,
+                    settled=settled_of(message),
+                )
+            except Exception as exc:  # a bug of ours: never leave the message unsettled
+                log.exception("callback.dispatch_failed", error=f"{type(exc).__name__}: {exc}")
+                await settler.requeue(message)
+                return
             if outcome.store_unavailable:
                 self._store_unreachable(outcome)
             await settler.settle(

@@ -11,9 +11,14 @@ Two budgets, kept apart:
 - *attempts* (``SINK_MAX_ATTEMPTS``, or ``@on(retries=…)`` per handler) count handler
   failures; a handler out of attempts, or failing with ``PermanentError`` or one of its
   ``give_up_on`` types, is dead-lettered. Deferrals cost no attempt.
-- *deliveries* (``SINK_MAX_DELIVERIES``) count every time the message reached a worker,
-  crashes, deferrals and retries included, carried on the message across republishes: a
-  callback that keeps killing its worker is dead-lettered when the budget is spent.
+- *deliveries* (``SINK_MAX_DELIVERIES``) count every delivery that started handlers, by any
+  worker, crashes included: the dedup store counts them when it grants claims, so the count
+  survives the worker that died and every republish. A callback that keeps killing its
+  worker is dead-lettered when the budget is spent. Deliveries that started nothing (a
+  deferral, or a message prefetched by a worker that died before starting it) are not
+  counted, so a poison callback does not drag its innocent neighbours to the limit; the
+  message still carries its total delivery count (``x-sink-deliveries``), which paces the
+  deferrals' backoff.
 """
 
 from __future__ import annotations
@@ -27,16 +32,18 @@ from worker.pipeline import HandlerResult, Outcome, Result
 #: tiers): every distinct delay is a durable queue, so their number must stay small.
 RETRY_LADDER = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
 #: First delay of a deferral (another worker runs the handler, or the dedup store is down),
-#: doubling with every delivery up to the cap: ``SINK_MAX_DELIVERIES`` bounces then span
-#: about a quarter of an hour, far longer than a handler may run.
+#: growing by DEFER_GROWTH with every delivery up to the cap: the first few bounces come
+#: back within a claim lease (a dead worker's callbacks are taken over in seconds), and the
+#: default ``SINK_MAX_DELIVERIES`` of bounces spans about six minutes, far longer than a
+#: handler may run (a live worker renews its lease, so it keeps the callback meanwhile).
 DEFER_DELAY = 1.0
-DEFER_DELAY_CAP = 60.0
+DEFER_GROWTH = 1.5
+DEFER_DELAY_CAP = 30.0
 
 
 @dataclass(frozen=True)
 class Policy:
     max_attempts: int
-    max_deliveries: int
     retry_delays: tuple[float, ...]
 
 
@@ -44,7 +51,7 @@ class Policy:
 class Delivery:
     #: Handler attempt this delivery is (1 for the first), carried as ``x-sink-attempt``.
     attempt: int = 1
-    #: Deliveries of this callback so far, this one included.
+    #: Deliveries of this message so far (carried across republishes), this one included.
     deliveries: int = 1
 
 
@@ -81,17 +88,12 @@ class Decision:
         return self.dead_letter is None and self.republish is None
 
 
-def over_budget(delivery: Delivery, policy: Policy) -> bool:
-    """True when this delivery is past ``SINK_MAX_DELIVERIES``: do not run anything."""
-    return delivery.deliveries > policy.max_deliveries
-
-
 def decide(outcome: Outcome, delivery: Delivery, policy: Policy) -> Decision:
     """The fate of one delivery. Pure: no I/O, no clock."""
     if outcome.forged_as is not None:
         return Decision(forged_as=outcome.forged_as)
-    if over_budget(delivery, policy):
-        return Decision(dead_letter=DeadLetter("delivery-limit", _unsettled(outcome)))
+    if outcome.over_budget:
+        return Decision(dead_letter=DeadLetter("delivery-limit", ()))
     given_up = [f for f in outcome.failures if _gives_up(f, delivery.attempt, policy)]
     retrying = [f for f in outcome.failures if f not in given_up]
     waiting = [r for r in outcome.results if r.result in (Result.BUSY, Result.UNAVAILABLE)]
@@ -106,7 +108,8 @@ def decide(outcome: Outcome, delivery: Delivery, policy: Policy) -> Decision:
         handlers = _names([*retrying, *waiting])
         republish = Republish("retry", delay, delivery.attempt + 1, handlers, tuple(retrying))
     elif waiting:
-        delay = min(DEFER_DELAY * 2 ** (delivery.deliveries - 1), DEFER_DELAY_CAP)
+        grown = min(DEFER_DELAY * DEFER_GROWTH ** (delivery.deliveries - 1), DEFER_DELAY_CAP)
+        delay = _on_ladder(grown, ())
         republish = Republish("defer", delay, delivery.attempt, _names(waiting))
     return Decision(dead_letter=dead, republish=republish)
 
@@ -129,14 +132,16 @@ def _permanent(failure: HandlerResult) -> bool:
 def _retry_delay(attempt: int, failures: list[HandlerResult], tiers: tuple[float, ...]) -> float:
     asked = [f.error.delay for f in failures if isinstance(f.error, Retry) and f.error.delay]
     if asked:
-        steps = sorted({*RETRY_LADDER, *tiers})
-        return next((step for step in steps if step >= max(asked)), steps[-1])
+        return _on_ladder(max(asked), tiers)
     return tiers[min(attempt - 1, len(tiers) - 1)]
+
+
+def _on_ladder(delay: float, tiers: tuple[float, ...]) -> float:
+    """``delay`` rounded up to a step of the ladder (or a configured tier): every distinct
+    delay is a durable queue, so their number stays small."""
+    steps = sorted({*RETRY_LADDER, *tiers})
+    return next((step for step in steps if step >= delay), steps[-1])
 
 
 def _names(results: list[HandlerResult]) -> tuple[str, ...]:
     return tuple(r.handler.name for r in results)
-
-
-def _unsettled(outcome: Outcome) -> tuple[str, ...]:
-    return tuple(r.handler.name for r in outcome.results if r.handler.name not in outcome.settled)

@@ -30,6 +30,8 @@ from sink.errors import DedupUnavailable
 DONE = "done"
 #: The slot under which a callId's first kind is kept (no handler has this name).
 KIND_SLOT = "\x00kind"
+#: The slot counting the deliveries of a callback that started handlers.
+RUNS_SLOT = "\x00runs"
 #: The memory store sweeps expired marks after this many writes.
 SWEEP_EVERY = 1024
 
@@ -48,11 +50,17 @@ class Claim:
 
 @dataclass(frozen=True)
 class Claims:
-    """What :meth:`DedupStore.claim_all` found: the kind the callId is bound to, and (only
-    when that is the kind asked for) one claim per handler, in order."""
+    """What :meth:`DedupStore.claim_all` found: the kind the callId is bound to, how many
+    deliveries of this callback have started handlers (this one included, if it claimed
+    any), and (only when the kind is the one asked for and ``runs`` is within the budget)
+    one claim per handler, in order."""
 
     bound_kind: str
     claims: tuple[Claim, ...] = ()
+    runs: int = 0
+
+    def over_budget(self, max_runs: int) -> bool:
+        return self.runs > max_runs
 
 
 class DedupStore(Protocol):
@@ -67,9 +75,11 @@ class DedupStore(Protocol):
         handlers: Sequence[str],
         lease: float,
         bind_ttl: float,
+        max_runs: int,
     ) -> Claims:
         """Bind ``call_id`` to ``kind`` unless already bound; if bound to ``kind``, claim every
-        handler of callback ``key`` at once (one token for all)."""
+        free handler of callback ``key`` at once (one token for all) and count one more run
+        when any was free, unless that run would be past ``max_runs``: then claim none."""
 
     async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
         """Extend the leases of claims still held (a no-op for claims lost or settled)."""
@@ -138,6 +148,7 @@ class MemoryStore:
         handlers: Sequence[str],
         lease: float,
         bind_ttl: float,
+        max_runs: int,
     ) -> Claims:
         bind = (call_id, KIND_SLOT)
         bound = self._live(bind)
@@ -146,10 +157,16 @@ class MemoryStore:
             bound = kind
         if bound != kind:
             return Claims(bound)
+        states = [self._live((key, h)) for h in handlers]
+        runs = int(self._live((key, RUNS_SLOT)) or 0)
+        if any(value is None for value in states):
+            runs += 1
+            if runs > max_runs:
+                return Claims(bound, (), runs)
+            self._set((key, RUNS_SLOT), str(runs), bind_ttl)
         token = uuid.uuid4().hex
         claims = []
-        for handler in handlers:
-            value = self._live((key, handler))
+        for handler, value in zip(handlers, states, strict=True):
             if value == DONE:
                 claims.append(Claim(State.DONE))
             elif value is not None:
@@ -157,7 +174,7 @@ class MemoryStore:
             else:
                 self._set((key, handler), token, lease)
                 claims.append(Claim(State.CLAIMED, token))
-        return Claims(bound, tuple(claims))
+        return Claims(bound, tuple(claims), runs)
 
     async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
         for handler, claim in claims.items():
@@ -192,22 +209,34 @@ _RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# KEYS[1]: the callId's kind binding; KEYS[2..]: one mark per handler.
-# ARGV: kind, token, lease ms, binding TTL ms. Returns {bound kind, state of each handler}.
+# KEYS[1]: the callId's kind binding; KEYS[2]: the callback's run counter; KEYS[3..]: one
+# mark per handler. ARGV: kind, token, lease ms, binding TTL ms, max runs.
+# Returns {bound kind, runs, state of each handler} (no states: forged or over budget).
 _CLAIM_ALL = """
 local bound = redis.call('GET', KEYS[1])
 if not bound then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
   bound = ARGV[1]
 end
-local out = {bound}
-if bound ~= ARGV[1] then return out end
-for i = 2, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if not v then
+if bound ~= ARGV[1] then return {bound, 0} end
+local values = {}
+local free = false
+for i = 3, #KEYS do
+  values[i] = redis.call('GET', KEYS[i])
+  if not values[i] then free = true end
+end
+local runs = tonumber(redis.call('GET', KEYS[2]) or '0')
+if free then
+  runs = runs + 1
+  if runs > tonumber(ARGV[5]) then return {bound, runs} end
+  redis.call('SET', KEYS[2], runs, 'PX', ARGV[4])
+end
+local out = {bound, runs}
+for i = 3, #KEYS do
+  if not values[i] then
     redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
     out[i] = 'claimed'
-  elseif v == 'done' then
+  elseif values[i] == 'done' then
     out[i] = 'done'
   else
     out[i] = 'busy'
@@ -245,7 +274,7 @@ class RedisStore:
         token = uuid.uuid4().hex
         rkey = self._key(key, handler)
         try:
-            if await self._redis.set(rkey, token, nx=True, px=max(1, int(lease * 1000))):
+            if await self._redis.set(rkey, token, nx=True, px=_ms(lease)):
                 return Claim(State.CLAIMED, token)
             value = await self._redis.get(rkey)
         except RedisError as exc:
@@ -264,26 +293,27 @@ class RedisStore:
         handlers: Sequence[str],
         lease: float,
         bind_ttl: float,
+        max_runs: int,
     ) -> Claims:
         token = uuid.uuid4().hex
-        keys = [f"{self._prefix}:kind:{call_id}", *(self._key(key, h) for h in handlers)]
-        args: list[str | int] = [
-            kind,
-            token,
-            max(1, int(lease * 1000)),
-            max(1, int(bind_ttl * 1000)),
+        keys = [
+            f"{self._prefix}:kind:{call_id}",
+            f"{self._prefix}:runs:{key}",
+            *(self._key(key, h) for h in handlers),
         ]
+        args: list[str | int] = [kind, token, _ms(lease), _ms(bind_ttl), max_runs]
         try:
             reply = await self._claim_all(keys=keys, args=args)
         except RedisError as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
         bound = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        if bound != kind:
-            return Claims(bound)
+        runs = int(reply[1])
+        if bound != kind or runs > max_runs:
+            return Claims(bound, (), runs)
         claims = tuple(
-            Claim(_STATES[state], token if state == b"claimed" else "") for state in reply[1:]
+            Claim(_STATES[state], token if state == b"claimed" else "") for state in reply[2:]
         )
-        return Claims(bound, claims)
+        return Claims(bound, claims, runs)
 
     async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
         by_token: dict[str, list[str]] = {}
@@ -310,7 +340,7 @@ class RedisStore:
     async def purge(self) -> int:
         """Delete every mark under this store's prefix (tests clean up with it)."""
         removed = 0
-        for pattern in (f"{self._prefix}:dedup:*", f"{self._prefix}:kind:*"):
+        for pattern in (f"{self._prefix}:{part}:*" for part in ("dedup", "kind", "runs")):
             async for key in self._redis.scan_iter(pattern, count=1000):
                 removed += await self._redis.delete(key)
         return removed

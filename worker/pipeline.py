@@ -54,6 +54,10 @@ class Outcome:
     results: list[HandlerResult] = field(default_factory=list)
     #: The kind this callId was first seen as, when it differs from this event's: forged.
     forged_as: str | None = None
+    #: Deliveries of this callback that started handlers (this one included, if it did).
+    runs: int = 0
+    #: True when starting handlers again would pass ``SINK_MAX_DELIVERIES``: nothing ran.
+    over_budget: bool = False
 
     @property
     def settled(self) -> frozenset[str]:
@@ -81,6 +85,8 @@ class RunPolicy:
     handler_timeout: float
     lease: float
     done_ttl: float
+    #: Deliveries that may start handlers (``SINK_MAX_DELIVERIES``), crashes included.
+    max_runs: int = 20
     slots: Mapping[str, asyncio.Semaphore] = field(default_factory=dict)
 
     def timeout_of(self, handler: Handler) -> float:
@@ -106,14 +112,18 @@ async def dispatch(
     pending = [h for h in handlers if h.name not in settled]
     try:
         found = await store.claim_all(
-            event.dedup_key, event.call_id, event.name, [h.name for h in pending],
-            policy.lease, policy.done_ttl,
+            event.dedup_key, event.call_id, event.kind, [h.name for h in pending],
+            policy.lease, policy.done_ttl, policy.max_runs,
         )  # fmt: skip
     except DedupUnavailable as exc:
         outcome.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]
         return outcome
-    if found.bound_kind != event.name:
+    if found.bound_kind != event.kind:
         outcome.forged_as = found.bound_kind
+        return outcome
+    outcome.runs = found.runs
+    if found.over_budget(policy.max_runs):
+        outcome.over_budget = True
         return outcome
     held = {h.name: c for h, c in zip(pending, found.claims, strict=True) if c.token}
     async with _renewing(store, event.dedup_key, held, policy.lease):

@@ -113,10 +113,9 @@ class Settler:
         plan: Republish,
         decision: Decision,
     ) -> None:
-        given_up = decision.dead_letter.handlers if decision.dead_letter else ()
         extra = {
             **(_failure_headers(message, plan.failures) if plan.failures else {}),
-            headers.SETTLED: _joined(outcome.settled | set(given_up)),
+            headers.SETTLED: _joined(retry_settled(outcome, decision)),
             headers.ATTEMPT: plan.attempt,
             headers.DELIVERIES: delivery.deliveries,
         }
@@ -137,6 +136,13 @@ class Settler:
             routing_key=message.routing_key or "",
             mandatory=True,  # an unbound dead-letter queue must fail loudly, not drop it
         )
+
+
+def retry_settled(outcome: Outcome, decision: Decision) -> frozenset[str]:
+    """The handlers a retry or deferral copy skips: those settled by now, and those this
+    decision dead-lettered (their dead letter owns them: a replay runs them, not the copy)."""
+    given_up = decision.dead_letter.handlers if decision.dead_letter else ()
+    return outcome.settled | frozenset(given_up)
 
 
 def log_outcome(outcome: Outcome, delivery: Delivery, decision: Decision) -> None:

@@ -19,11 +19,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from easemob import api
 from easemob.emulator import checks
 from easemob.emulator.callbacks import CallbackSender
 from easemob.emulator.checks import bad_request, batch
 from easemob.emulator.faults import Faults
-from easemob.emulator.state import MEMBERS_PAGE, AppState, Change
+from easemob.emulator.state import AppState, Change
 from easemob.settings import EmulatorSettings
 from sink import logs
 from sink.errors import EasemobError
@@ -32,8 +33,6 @@ log = logs.get("emulator")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: Largest page of ``GET /chatgroups``.
-MAX_GROUPS_PAGE = 1000
 #: Requests remembered in ``Emulator.requests`` (the oldest are forgotten).
 REQUEST_LOG = 100_000
 
@@ -80,29 +79,30 @@ class Emulator:
         app = web.Application(middlewares=[self._pipeline])
         app.cleanup_ctx.append(self._callbacks_ctx)
         prefix = f"/{self.settings.org}/{self.settings.app}"
-        r = app.router
-        r.add_post(f"{prefix}/token", self.token)
-        r.add_get(f"{prefix}/chatgroups", self.list_groups)
-        r.add_post(f"{prefix}/chatgroups", self.create_group)
-        r.add_get(f"{prefix}/users/{{user}}/joined_chatgroups", self.joined_groups)
-        g = f"{prefix}/chatgroups/{{group}}"
-        r.add_get(g, self.group_details)
-        r.add_put(g, self.update_group)
-        r.add_delete(g, self.delete_group)
-        r.add_get(f"{g}/users", self.members)
-        r.add_post(f"{g}/users", self.add_members)
-        r.add_post(f"{g}/users/{{user}}", self.add_member)
-        r.add_delete(f"{g}/users/{{users}}", self.remove_members)
-        r.add_get(f"{g}/admin", self.admins)
-        r.add_post(f"{g}/admin", self.add_admin)
-        r.add_delete(f"{g}/admin/{{user}}", self.remove_admin)
-        r.add_get(f"{g}/blocks/users", self.blocked)
-        r.add_post(f"{g}/blocks/users", self.block_many)
-        r.add_post(f"{g}/blocks/users/{{user}}", self.block)
-        r.add_delete(f"{g}/blocks/users/{{users}}", self.unblock)
-        r.add_get(f"{g}/mute", self.mutes)
-        r.add_post(f"{g}/mute", self.mute)
-        r.add_delete(f"{g}/mute/{{users}}", self.unmute)
+        for method, path, handler in (
+            ("POST", api.TOKEN, self.token),
+            ("GET", api.GROUPS, self.list_groups),
+            ("POST", api.GROUPS, self.create_group),
+            ("GET", api.JOINED_GROUPS, self.joined_groups),
+            ("GET", api.GROUP, self.group_details),
+            ("PUT", api.GROUP, self.update_group),
+            ("DELETE", api.GROUP, self.delete_group),
+            ("GET", api.MEMBERS, self.members),
+            ("POST", api.MEMBERS, self.add_members),
+            ("POST", api.MEMBER, self.add_member),
+            ("DELETE", api.MEMBER, self.remove_members),
+            ("GET", api.ADMINS, self.admins),
+            ("POST", api.ADMINS, self.add_admin),
+            ("DELETE", api.ADMIN, self.remove_admin),
+            ("GET", api.BLOCKS, self.blocked),
+            ("POST", api.BLOCKS, self.block_many),
+            ("POST", api.BLOCK, self.block),
+            ("DELETE", api.BLOCK, self.unblock),
+            ("GET", api.MUTES, self.mutes),
+            ("POST", api.MUTES, self.mute),
+            ("DELETE", api.MUTE, self.unmute),
+        ):
+            app.router.add_route(method, prefix + path, handler)
         return app
 
     async def _callbacks_ctx(self, app: web.Application) -> AsyncIterator[None]:
@@ -133,7 +133,7 @@ class Emulator:
         expires = self._tokens.get(token) if scheme.lower() == "bearer" else None
         if expires is None or expires <= self.clock():
             self._tokens.pop(token, None)
-            raise EasemobError(401, "unauthorized", "EasemobUnauthorizedException",
+            raise EasemobError(401, api.UNAUTHORIZED, "EasemobUnauthorizedException",
                                "Unable to authenticate due to expired access token")  # fmt: skip
 
     def _error(self, exc: EasemobError) -> web.Response:
@@ -171,13 +171,13 @@ class Emulator:
 
     async def token(self, request: web.Request) -> web.Response:
         body = await checks.body(request)
-        if body.get("grant_type") != "client_credentials":
-            raise bad_request("grant_type must be client_credentials")
+        if body.get("grant_type") != api.GRANT_TYPE:
+            raise bad_request(f"grant_type must be {api.GRANT_TYPE}")
         if (body.get("client_id"), body.get("client_secret")) != (
             self.settings.client_id,
             self.settings.client_secret,
         ):
-            raise EasemobError(401, "invalid_client", "EasemobUnauthorizedException",
+            raise EasemobError(401, api.INVALID_CLIENT, "EasemobUnauthorizedException",
                                "client_id or client_secret is not valid")  # fmt: skip
         ttl = body.get("ttl") or self.settings.token_ttl
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
@@ -189,7 +189,7 @@ class Emulator:
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def list_groups(self, request: web.Request) -> web.Response:
-        limit = checks.query_int(request, "limit", 10, maximum=MAX_GROUPS_PAGE)
+        limit = checks.query_int(request, "limit", 10, maximum=api.MAX_GROUPS_PAGE)
         groups, cursor = self.state.page(limit, request.query.get("cursor"))
         appkey = self.settings.appkey
         data = [{"owner": f"{appkey}_{g.owner}", "groupid": g.group_id, "affiliations": g.size,
@@ -237,12 +237,13 @@ class Emulator:
 
     async def members(self, request: web.Request) -> web.Response:
         pagenum = checks.query_int(request, "pagenum", 1, maximum=10**6)
-        pagesize = checks.query_int(request, "pagesize", MEMBERS_PAGE, maximum=MEMBERS_PAGE)
+        pagesize = checks.query_int(request, "pagesize", api.MEMBERS_PAGE,
+                                    maximum=api.MEMBERS_PAGE)  # fmt: skip
         data = self.state.members(request.match_info["group"], pagenum, pagesize)
         return self._ok(request, data, count=len(data))
 
     async def add_member(self, request: web.Request) -> web.Response:
-        group_id, user = request.match_info["group"], request.match_info["user"]
+        group_id, user = request.match_info["group"], request.match_info["users"]
         self._emit(self.state.add_member(group_id, user))
         return self._ok(request, {"action": "add_member", "result": True, "groupid": group_id,
                                   "user": user})  # fmt: skip
@@ -298,7 +299,7 @@ class Emulator:
         refused; one naming several answers a result per user, failing only if all fail."""
         group_id = request.match_info["group"]
         single = users is None and "," not in request.match_info.get("users", "")
-        names = users or batch(request.match_info.get("users") or request.match_info["user"])
+        names = users or batch(request.match_info["users"])
         self.state.group(group_id)
         results = []
         for user in dict.fromkeys(names):
@@ -310,8 +311,7 @@ class Emulator:
                 result["reason"] = reason
             results.append(result)
         if all(not r["result"] for r in results) and (single or action == "remove_member"):
-            raise EasemobError(403, "forbidden_op", "EasemobForbiddenOpException",
-                               "; ".join(r["reason"] for r in results))  # fmt: skip
+            raise checks.forbidden("; ".join(r["reason"] for r in results))
         return self._ok(request, results[0] if single else results)
 
     async def mutes(self, request: web.Request) -> web.Response:

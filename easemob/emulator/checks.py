@@ -9,22 +9,25 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from easemob.models import MAX_BATCH
+from easemob import api
+from easemob.api import MAX_BATCH
 from sink.errors import EasemobError
+
+NOT_FOUND_EXCEPTION = "EasemobServiceResourceNotFoundException"
 
 
 def not_found(group_id: str) -> EasemobError:
-    return EasemobError(404, "service_resource_not_found",
-                        "EasemobServiceResourceNotFoundException",
+    return EasemobError(404, api.NOT_FOUND, NOT_FOUND_EXCEPTION,
                         f"grpID({group_id}) does not exist!")  # fmt: skip
 
 
 def forbidden(description: str) -> EasemobError:
-    return EasemobError(403, "forbidden_op", "EasemobForbiddenOpException", description)
+    return EasemobError(403, api.FORBIDDEN, "EasemobForbiddenOpException", description)
 
 
 def bad_request(description: str) -> EasemobError:
-    return EasemobError(400, "illegal_argument", "java.lang.IllegalArgumentException", description)
+    return EasemobError(400, api.ILLEGAL_ARGUMENT, "java.lang.IllegalArgumentException",
+                        description)  # fmt: skip
 
 
 def encode_cursor(offset: int) -> str:
@@ -90,9 +93,8 @@ def batch(value: object) -> list[str]:
 def route_error(request: web.Request, exc: web.HTTPException) -> EasemobError:
     description = f"{request.method} {request.path}: {exc.reason}"
     if exc.status == 404:
-        return EasemobError(404, "service_resource_not_found",
-                            "EasemobServiceResourceNotFoundException", description)  # fmt: skip
-    return EasemobError(exc.status, "illegal_argument", "", description)
+        return EasemobError(404, api.NOT_FOUND, NOT_FOUND_EXCEPTION, description)
+    return EasemobError(exc.status, api.ILLEGAL_ARGUMENT, "", description)
 
 
 async def body(request: web.Request) -> dict[str, Any]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import random
 from collections import deque
 
+from easemob import api
 from sink.errors import EasemobError
 
 #: Easemob's bodies for the two throttling statuses.
 _BODIES = {
-    429: ("too_many_requests", "EasemobTooManyRequestsException",
+    429: (api.TOO_MANY_REQUESTS, "EasemobTooManyRequestsException",
           "This request has reached the api limit of the app key"),
-    503: ("service_unavailable", "EasemobServiceUnavailableException",
+    503: (api.SERVICE_UNAVAILABLE, "EasemobServiceUnavailableException",
           "The service is busy, please retry later"),
 }  # fmt: skip
 

@@ -2,9 +2,9 @@
 
 Every operation either raises :class:`EasemobError` (rendered as Easemob's error body) or
 changes the state and returns the :class:`Change` list the callbacks are made from. The
-rules are chosen so that each change is exactly what its callbacks say (see
-docs/directory.md, "What the emulator emits"): a directory fed the callbacks can rebuild
-this state, which is what the property tests check.
+rules are chosen so that each change is exactly what its callbacks say (see README.md,
+"The emulator", its table of callbacks sent): a directory fed the callbacks can rebuild this
+state, which is what the property tests check.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from easemob.api import UPDATABLE
 from easemob.emulator import checks
 from easemob.emulator.checks import bad_request, forbidden, not_found
-
-#: Fields ``PUT /chatgroups/{id}`` may change.
-UPDATABLE = frozenset({"groupname", "description", "maxusers"})
-#: Default and largest page of the member list.
-MEMBERS_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -142,7 +138,7 @@ class AppState:
         self, group_id: str, body: Mapping[str, Any]
     ) -> tuple[dict[str, bool], list[Change]]:
         group = self.group(group_id)
-        unknown = set(body) - UPDATABLE
+        unknown = set(body) - set(UPDATABLE)
         if unknown or not body:
             raise bad_request(f"only {', '.join(sorted(UPDATABLE))} can be updated, "
                               f"not {', '.join(sorted(unknown)) or 'nothing'}")  # fmt: skip

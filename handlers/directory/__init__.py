@@ -24,7 +24,8 @@ from handlers.directory.settings import DirectorySettings
 from handlers.directory.store import Directory, open_directory
 from handlers.directory.tracker import Tracker
 from handlers.directory.view import GroupView, MutedMember
-from handlers.registry import on, on_shutdown
+from handlers.registry import on, on_shutdown, on_startup
+from sink.errors import ConfigError
 from sink.events import Event
 
 __all__ = [
@@ -36,13 +37,17 @@ __all__ = [
     "Tracker",
     "close",
     "open_directory",
+    "startup",
     "track_groups",
     "tracker",
 ]
 
-# The handler API hands handlers only the event, so the store is opened on first use and
-# kept for the life of the event loop that opened it.
+# The handler API hands handlers only the event, so the store is opened by the start-up hook
+# (or on first use, outside a worker) and kept for the life of the event loop that opened it.
 _opened: tuple[asyncio.AbstractEventLoop, asyncio.Task[Tracker]] | None = None
+
+#: How long the start-up hook waits for the directory's database, seconds.
+OPEN_TIMEOUT = 10.0
 
 
 async def tracker() -> Tracker:
@@ -59,6 +64,26 @@ async def tracker() -> Tracker:
         if _opened is not None and _opened[1] is task:
             _opened = None  # let the next callback try again
         raise
+
+
+@on_startup
+async def startup() -> None:
+    """Open and check the directory's database and REST settings before the first callback:
+    a wrong ``SINK_DIRECTORY_URL`` stops the worker at start-up with one line, instead of
+    failing (and dead-lettering) every callback."""
+    try:
+        async with asyncio.timeout(OPEN_TIMEOUT):
+            await tracker()
+    except ConfigError:
+        raise
+    except TimeoutError:
+        raise ConfigError(
+            f"SINK_DIRECTORY_URL: the database did not answer within {OPEN_TIMEOUT:g}s"
+        ) from None
+    except Exception as exc:
+        raise ConfigError(
+            f"SINK_DIRECTORY_URL: cannot open the directory: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 @on_shutdown

@@ -3,7 +3,9 @@
 Legacy callbacks carry neither the group's model fields nor a mute's expiry. When REST
 credentials are configured, ``create`` and ``update`` fetch the group's details and
 ``add_mute`` fetches the mute list; what comes back is stored with the event's own
-timestamp, so a late event never overwrites what a newer one stored. A group that no longer
+timestamp, so a late event never overwrites what a newer one stored. A user the mute list
+leaves out is stored as not muted: Easemob ends a timed mute silently, so a look-up is the
+only way a late ``add_mute`` learns its mute already expired. A group that no longer
 exists (404) is simply not looked up; a throttled or unreachable API asks the worker to
 retry the callback later.
 """
@@ -82,8 +84,18 @@ class Tracker:
         return f.fields(values)
 
     async def _expiry(self, group_id: str, user: str | None) -> list[Fact]:
+        """The mute's expiry, from the mute list; a user the list leaves out is not muted.
+
+        Easemob lifts an expired mute without a callback, so when an ``add_mute`` is handled
+        after its mute ran out (the worker was down longer than the mute), absence from the
+        list is the only sign of it; absence also covers a mute lifted or a member gone
+        since, whose own callbacks are newer and win anyway.
+        """
         assert self.client is not None
+        if user is None:
+            return []
         for mute in await self.client.mutes(group_id):
             if mute.user == user:
                 return [Fact(f.MUTE, user, value=mute.expire)]
-        return []
+        log.info("directory.mute_gone", group_id=group_id, user=user)
+        return [Fact(f.MUTE, user, present=False)]

@@ -1,0 +1,39 @@
+"""The handler developer kit: build callbacks, run them through the real worker decisions.
+
+::
+
+    from callback_sink.testing import SinkTester, make_event
+
+    async def test_a_new_group_is_recorded() -> None:
+        async with SinkTester("myapp.callbacks") as tester:
+            report = await tester.run(make_event("muc:create", group_id="42"))
+        assert report.verdicts("myapp.callbacks.on_create") == ["handled"]
+
+- :func:`make_event` / :func:`make_body`: a valid callback of any event name, from the
+  spec's examples, with a fresh callId, the current time and your overrides (``make_body``
+  signs it, for HTTP tests).
+- :class:`SinkTester`: the real registry, dispatch, dedup (memory store) and retry /
+  dead-letter decisions, no broker; retries are followed at once. Its :class:`Report` says
+  per handler and callback: ``handled``, ``duplicate``, ``retry`` (delay, attempt), ``dead``
+  (reason, error).
+- :class:`RunningSink`: a real ingress and worker on the local RabbitMQ for an end-to-end test.
+
+With the sink installed, pytest has the fixtures ``sink_tester``, ``make_event`` and
+``sink_e2e`` (see :mod:`callback_sink.pytest_plugin`).
+"""
+
+from callback_sink.testing.e2e import BrokerUnreachable, RunningSink
+from callback_sink.testing.events import make_body, make_event, sign_event
+from callback_sink.testing.tester import (
+    CallbackReport,
+    Report,
+    SinkTester,
+    Step,
+    Verdict,
+    registry_of,
+)
+
+__all__ = [
+    "BrokerUnreachable", "CallbackReport", "Report", "RunningSink", "SinkTester", "Step",
+    "Verdict", "make_body", "make_event", "registry_of", "sign_event",
+]  # fmt: skip

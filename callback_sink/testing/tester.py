@@ -1,0 +1,242 @@
+"""Run callbacks through the worker's own decisions, without a broker.
+
+A test double that routes or acknowledges by code of its own lets tests pass that production
+fails (FastStream's ``TestRabbitBroker`` issues #1110 and #2728 are the lesson). So
+:class:`SinkTester` owns no decision: it loads handlers with the real
+:func:`~handlers.registry.load`, runs each delivery through the real
+:func:`~worker.pipeline.dispatch` (claims and done marks in a real
+:class:`~worker.dedup.MemoryStore`, the handler's own time-out), asks the real
+:func:`~worker.decide.decide` what becomes of it, and logs it with the worker's own
+:func:`~worker.settle.log_outcome`. Where the worker would publish a retry copy to a delay
+queue, the tester delivers that copy at once, carrying what the settler puts on it: the next
+attempt and the handlers settled for it (:func:`~worker.settle.retry_settled`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+from handlers.registry import Handler, Registry, load
+from sink.events import Event
+from sink.settings import Settings
+from worker.consumer import policy_of, run_policy_of
+from worker.decide import DeadLetter, Decision, Delivery, decide
+from worker.dedup import MemoryStore
+from worker.pipeline import Outcome, Result, dispatch
+from worker.settle import log_outcome, retry_settled
+
+#: What names a handler in a report: its ``module.function`` name, a :class:`Handler`, or the
+#: decorated function itself.
+HandlerRef = str | Handler | Callable[..., Any]
+#: What a tester loads handlers from: dotted module paths, modules, or :class:`Handler`\\ s.
+HandlerSource = str | ModuleType | Handler
+
+
+class Verdict(enum.StrEnum):
+    """What became of one handler in one delivery of a callback."""
+
+    HANDLED = "handled"  # it ran and succeeded: its done mark is set
+    DUPLICATE = "duplicate"  # it had already succeeded for this callback: skipped
+    RETRY = "retry"  # it failed: the callback comes back after ``delay`` as the next attempt
+    DEAD = "dead"  # it failed for good: dead-lettered (``reason``, ``error``)
+    DEFERRED = "deferred"  # not run (claimed elsewhere): comes back, costing no attempt
+
+
+@dataclass(frozen=True)
+class Step:
+    """One handler in one delivery."""
+
+    handler: str
+    verdict: Verdict
+    #: The attempt this delivery was (1 for the first).
+    attempt: int
+    #: ``retry`` / ``deferred``: seconds until the copy comes back (the delay queue's tier).
+    delay: float | None = None
+    #: ``dead``: ``permanent``, ``attempts-exhausted`` or ``delivery-limit``.
+    reason: str | None = None
+    #: What the handler raised (``retry`` and ``dead``).
+    error: BaseException | None = None
+
+
+@dataclass
+class CallbackReport:
+    """Everything that happened to one callback, delivery after delivery, until it was done."""
+
+    event: Event
+    steps: list[Step] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def deliveries(self) -> int:
+        return len(self.decisions)
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        return [d.dead_letter for d in self.decisions if d.dead_letter is not None]
+
+    @property
+    def forged_as(self) -> str | None:
+        """The kind this callId was first seen as, when this callback claimed another."""
+        return self.decisions[-1].forged_as if self.decisions else None
+
+    def verdicts(self, handler: HandlerRef | None = None) -> list[Verdict]:
+        """The verdicts of ``handler`` (of every handler if ``None``), in order."""
+        return [s.verdict for s in _of(self.steps, handler)]
+
+    def _record(self, outcome: Outcome, delivery: Delivery, decision: Decision) -> None:
+        self.decisions.append(decision)
+        dead, plan = decision.dead_letter, decision.republish
+        for r in outcome.results:
+            name, verdict = r.handler.name, _VERDICTS[r.result]
+            step = Step(name, verdict, delivery.attempt)
+            if dead is not None and verdict is Verdict.RETRY and name in dead.handlers:
+                step = replace(step, verdict=Verdict.DEAD, reason=dead.reason, error=r.error)
+            elif verdict in (Verdict.RETRY, Verdict.DEFERRED) and plan is not None:
+                step = replace(step, delay=plan.delay, error=r.error)
+            self.steps.append(step)
+
+
+#: ``Republish.kind`` of a copy that costs no attempt: the handler did not run.
+DEFER = "defer"
+
+_VERDICTS = {
+    Result.OK: Verdict.HANDLED,
+    Result.DUPLICATE: Verdict.DUPLICATE,
+    Result.FAILED: Verdict.RETRY,  # or DEAD: decided by the decision's dead letter
+    Result.BUSY: Verdict.DEFERRED,
+    Result.UNAVAILABLE: Verdict.DEFERRED,
+}
+
+
+@dataclass
+class Report:
+    """What :meth:`SinkTester.run` saw: one :class:`CallbackReport` per callback sent."""
+
+    callbacks: list[CallbackReport]
+
+    def verdicts(self, handler: HandlerRef | None = None) -> list[Verdict]:
+        """``handler``'s verdicts (every handler's if ``None``) over all callbacks, in order:
+        ``["handled"]``, ``["retry", "handled"]``, ``["handled", "duplicate"]`` …"""
+        return [s.verdict for s in self.steps(handler)]
+
+    def steps(self, handler: HandlerRef | None = None) -> list[Step]:
+        return _of([s for c in self.callbacks for s in c.steps], handler)
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        return [d for c in self.callbacks for d in c.dead_letters]
+
+
+class SinkTester:
+    """Handlers, the worker's settings and a memory dedup store, ready to take callbacks.
+
+    ``SinkTester("myapp.callbacks")`` loads that module as the worker would
+    (``SINK_HANDLERS``); with no module given it loads the installed packages' entry points,
+    like a worker without ``SINK_HANDLERS``. ``settings`` (or keyword overrides such as
+    ``max_attempts=3``, ``handler_timeout=1``) are the worker-wide defaults that
+    ``@on(...)`` options override. The start-up hooks run before the first callback (or on
+    :meth:`startup`); ``async with`` also runs the shutdown hooks at the end.
+    """
+
+    def __init__(
+        self,
+        *handlers: HandlerSource,
+        registry: Registry | None = None,
+        use_entry_points: bool | None = None,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> None:
+        if registry is None:
+            registry = registry_of(handlers, use_entry_points)
+            if not registry.handlers:
+                raise ValueError(
+                    "SinkTester: no handlers found: pass handler module paths, or install "
+                    "your package so that its callback_sink.handlers entry point is found"
+                )
+        self.registry = registry
+        self.settings = replace(settings or Settings(), **overrides)
+        self.store = MemoryStore()
+        self._policy = policy_of(self.settings)
+        self._run_policy = run_policy_of(self.settings, registry)
+        self._started = False
+
+    async def __aenter__(self) -> SinkTester:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def startup(self) -> None:
+        """Await the ``@on_startup`` hooks once (a failure raises ``StartupError``)."""
+        if not self._started:
+            self._started = True
+            await self.registry.startup()
+
+    async def shutdown(self) -> None:
+        """Await the ``@on_shutdown`` hooks, if the start-up hooks ran."""
+        if self._started:
+            self._started = False
+            await self.registry.shutdown()
+
+    async def run(self, events: Event | Iterable[Event]) -> Report:
+        """Deliver each event in turn, following its retries until it is done or dead-lettered
+        (without waiting out the delays). The same event twice is a duplicate the second time:
+        the dedup store lives as long as the tester."""
+        await self.startup()
+        batch = [events] if isinstance(events, Event) else list(events)
+        return Report([await self._follow(event) for event in batch])
+
+    async def _follow(self, event: Event) -> CallbackReport:
+        """The worker's ``handle`` for this delivery, then for every retry copy it republishes."""
+        report = CallbackReport(event)
+        handlers = self.registry.for_event(event.name)
+        delivery, settled = Delivery(), frozenset[str]()
+        with bound_contextvars(call_id=event.call_id, event_name=event.name):
+            while True:
+                outcome = await dispatch(
+                    event, handlers, self.store, self._run_policy, settled=settled
+                )
+                decision = decide(outcome, delivery, self._policy)
+                log_outcome(outcome, delivery, decision)
+                report._record(outcome, delivery, decision)
+                plan = decision.republish
+                if plan is None or plan.kind == DEFER:
+                    # A deferral waits for a claim held elsewhere: in a tester nothing
+                    # else holds one, so following it would only spin.
+                    return report
+                # The copy carries the next attempt and its settled handlers; the broker
+                # delivering it is one more delivery.
+                delivery = Delivery(plan.attempt, delivery.deliveries + 1)
+                settled = retry_settled(outcome, decision)
+
+
+def registry_of(handlers: Sequence[HandlerSource], use_entry_points: bool | None) -> Registry:
+    """A registry as the worker loads it: modules by path (and entry points; by default only
+    when no handler is given), plus any ready-made :class:`Handler`\\ s."""
+    ready = [h for h in handlers if isinstance(h, Handler)]
+    paths = [h if isinstance(h, str) else h.__name__ for h in handlers if not isinstance(h, Handler)]
+    entry_points = not handlers if use_entry_points is None else use_entry_points
+    loaded = load(paths, use_entry_points=entry_points)
+    return Registry([*loaded.handlers, *ready], loaded.shutdown_hooks, loaded.startup_hooks)
+
+
+def handler_name(handler: HandlerRef) -> str:
+    if isinstance(handler, str):
+        return handler
+    if isinstance(handler, Handler):
+        return handler.name
+    return f"{handler.__module__}.{handler.__qualname__}"
+
+
+def _of(steps: list[Step], handler: HandlerRef | None) -> list[Step]:
+    if handler is None:
+        return steps
+    name = handler_name(handler)
+    return [s for s in steps if s.handler == name]

@@ -1,0 +1,84 @@
+"""How the ingress refuses: counted, logged once per request (sampled per reason under a
+flood), answered with a short body that tells the caller no internals.
+
+A 4xx body says what was wrong with the request (the caller can fix it); a 503 body is
+generic, because its cause (a spool path, a broker error) is ours: that goes to the log.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ingress.limits import Counters
+from ingress.sampling import Sampler, reason_kind
+from sink import logs
+from sink.errors import Rejected, SpoolError, SpoolFull
+
+log = logs.get("ingress")
+
+#: Easemob only needs the status; people reading a 4xx see why.
+REASON_IN_BODY = 200
+GENERIC_503 = orjson.dumps({"error": "temporarily unavailable, retry later"})
+
+
+class Refusals:
+    """Counts, sampled log lines and response bodies of every refusal of one ingress."""
+
+    def __init__(self, counters: Counters, rate: int) -> None:
+        self.counters = counters
+        self.sampler = Sampler(rate)
+
+    def respond(self, exc: Rejected, remote: str, started: float) -> web.Response:
+        """Count and log ``exc``, and answer it."""
+        self.record(exc.status, exc.reason, remote=remote, started=started, cause=exc.__cause__)
+        if exc.status >= 500:
+            body = GENERIC_503
+        else:
+            body = orjson.dumps({"error": exc.reason[:REASON_IN_BODY]})
+        response = web.Response(body=body, status=exc.status, content_type="application/json")
+        if exc.status in (408, 413, 503):
+            response.force_close()  # unread body, or shedding load: do not keep the connection
+        return response
+
+    def record(
+        self,
+        status: int | None,
+        reason: str,
+        *,
+        remote: str | None = None,
+        started: float | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        """Count a refusal and log it, unless its reason already logged enough this second.
+        ``status`` None: a connection closed without an answer (its head came too late)."""
+        kind = reason_kind(reason)
+        self.counters.refusals[kind] += 1
+        if status is not None:
+            self.counters.requests[status] += 1
+        if not self.sampler.admit((status, kind)):
+            return
+        fields: dict[str, Any] = {"status": status, "reason": reason}
+        if remote is not None:
+            fields["remote"] = remote
+        if started is not None:
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        if isinstance(cause, SpoolFull):
+            # Loud: Easemob retries once, then drops the callback; 90 of these in 30 s ban
+            # the app.
+            log.error("spool.full", spool_bytes=cause.used, spool_max_bytes=cause.limit, **fields)
+        elif isinstance(cause, SpoolError):
+            log.error("callback.rejected", **fields)
+        else:
+            log.warning("callback.rejected", **fields)
+
+    def report_suppressed(self) -> None:
+        """One summary line per reason that had lines held back in a window now over."""
+        for key, count in self.sampler.drain().items():
+            status, kind = key if isinstance(key, tuple) else (None, str(key))
+            log.warning(
+                "callback.rejected.suppressed", status=status, reason=kind, suppressed=count
+            )

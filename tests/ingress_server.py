@@ -1,0 +1,42 @@
+"""The ingress as production serves it (its own runner: connection cap, head deadline), on a
+free port, for tests of the HTTP edge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingress.app import create_app, make_runner
+from sink.settings import Settings
+
+Client = TestClient[Any, Any]
+Serve = Callable[..., Awaitable[Client]]
+
+
+class IngressServer(TestServer):
+    """A test server run by :func:`ingress.app.make_runner`."""
+
+    async def _make_runner(self, **kwargs: Any) -> Any:
+        return make_runner(self.app, **kwargs)
+
+
+async def serving(settings: Settings) -> AsyncIterator[Serve]:
+    """Start ingresses with setting overrides, each with its own spool; close them after."""
+    clients: list[Client] = []
+
+    async def start(**overrides: Any) -> Client:
+        spool = str(Path(settings.spool_dir) / str(len(clients)))
+        client = TestClient(
+            IngressServer(create_app(replace(settings, spool_dir=spool, **overrides)))
+        )
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()

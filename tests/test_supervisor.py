@@ -1,0 +1,116 @@
+"""The ingress supervisor keeps its children running, gives up on a crash loop, and stops them
+all on SIGTERM; an ingress that cannot use its spool or port says so in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ingress import supervisor as supervisor_module
+from ingress.siblings import claim_root
+from ingress.supervisor import Supervisor
+from tests.processes import ROOT
+from tests.test_ingress_outage import free_port
+
+CLI = [sys.executable, "-m", "callback_sink"]
+
+
+def sleeper(tmp_path: Path) -> list[str]:
+    """A child that writes its pid to ``tmp_path/<pid>`` and sleeps until killed."""
+    code = f"import os, time; open({str(tmp_path)!r} + f'/{{os.getpid()}}', 'w'); time.sleep(600)"
+    return [sys.executable, "-c", code]
+
+
+async def started_pids(directory: Path, count: int, within: float = 30.0) -> list[int]:
+    async with asyncio.timeout(within):
+        while len(pids := [int(p.name) for p in directory.iterdir()]) < count:
+            await asyncio.sleep(0.05)
+    return sorted(pids)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_killed_child_is_restarted_and_a_stop_ends_every_child_with_exit_0(
+    tmp_path: Path,
+) -> None:
+    supervisor = Supervisor(lambda index: sleeper(tmp_path), 2, stop_timeout=10)
+    stop = asyncio.Event()
+    running = asyncio.create_task(supervisor.run(stop))
+    first = await started_pids(tmp_path, 2)
+    os.kill(first[0], signal.SIGKILL)
+    pids = await started_pids(tmp_path, 3)
+    assert len(supervisor.pids) == 2
+    stop.set()
+    assert await asyncio.wait_for(running, 30) == 0
+    assert not any(alive(pid) for pid in pids)
+
+
+async def test_children_that_keep_dying_make_the_supervisor_give_up_with_exit_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor_module, "RESTART_MAX", 0.2)
+    command = [sys.executable, "-c", "raise SystemExit(3)"]
+    supervisor = Supervisor(lambda index: command, 1, max_deaths=3, window=60)
+    assert await asyncio.wait_for(supervisor.run(asyncio.Event()), 60) == 1
+
+
+def ingress(root: Path, processes: int) -> subprocess.CompletedProcess[str]:
+    """Start ``callback-sink ingress`` on ``root`` and wait for it to exit."""
+    env = {"SINK_SPOOL_DIR": str(root), "SINK_PORT": str(free_port()), "SINK_SECRETS": "x" * 20}
+    return subprocess.run(
+        [*CLI, "ingress", "--processes", str(processes)], capture_output=True, text=True,
+        cwd=ROOT, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )  # fmt: skip
+
+
+def test_a_spool_root_claimed_by_another_ingress_stops_start_up_at_once_with_one_line(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "spool"
+    owner = claim_root(root)  # the other ingress
+    try:
+        started = time.monotonic()
+        done = ingress(root, 2)
+    finally:
+        os.close(owner)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"callback-sink: spool directory {root} is in use by another ingress "
+        "(SINK_SPOOL_DIR must differ)"
+    ]
+    assert time.monotonic() - started < 20  # no lock wait: refused as soon as it is seen
+
+
+def test_a_read_only_spool_directory_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    root.mkdir()
+    if os.geteuid() == 0:  # root writes through permission bits: use a read-only bind mount
+        mounted = subprocess.run(["mount", "--bind", str(root), str(root)]).returncode == 0
+        if not mounted:
+            pytest.skip("cannot bind-mount here")
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(root)], check=True)
+    else:
+        root.chmod(0o500)
+    try:
+        done = ingress(root, 1)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(root)], check=False)
+        root.chmod(0o700)
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"callback-sink: cannot use spool directory {root}: E")
+    assert "Traceback" not in done.stdout + done.stderr
