@@ -33,8 +33,9 @@ test: install services lint typecheck
 	$(BIN)/pytest -m "not faults"
 	$(BIN)/pytest -m faults -s
 
+# Medians of 3 interleaved rounds (about 10 minutes); `bench/bench.py --quick` is the smoke run.
 bench: install services
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -78,6 +78,9 @@ CLEANUP_TIMEOUT = 20.0
 WRK_THREADS = 2
 #: Retry tiers a worker may have made delay queues for (README: Retry delays); deleted after.
 DELAY_TIERS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+#: Rows whose processes are callback-sink's own (the peak RSS target applies to them).
+SINK_ROWS = ("ingress-1p-info", "ingress-1p-warning", "ingress-2p-info")
+SINK_ROWS += ("drain-memory", "drain-redis", "e2e")
 #: Peak RSS target per sink process: 150 MB (decimal) in MiB.
 RSS_TARGET_MIB = 150e6 / 2**20
 
@@ -381,10 +384,7 @@ class Bench:
         return summary
 
     def wrk_label(self, summary: dict[str, Any]) -> str:
-        return (
-            f"wrk {WRK_THREADS}t/{self.config.connections}c "
-            f"({summary['cpu_percent']:.0f} % CPU)"
-        )
+        return f"wrk {WRK_THREADS}t/{self.config.connections}c ({summary['cpu_percent']:.0f} % CPU)"
 
     async def http_row(
         self,
@@ -547,9 +547,7 @@ class Bench:
 
     async def fill(self, prefix: str) -> int:
         count = self.config.drain_count
-        await self.bare(
-            ["fill", "--prefix", prefix, "--count", str(count), "--concurrency", "256"]
-        )
+        await self.bare(["fill", "--prefix", prefix, "--count", str(count), "--concurrency", "256"])
         depth = await settled_depth(Topology(prefix).work_queue, count)
         if depth != count:
             log(f"{prefix}: filled {depth} of {count}")
@@ -619,9 +617,7 @@ class Bench:
             url = f"{base}/callbacks"
             accepted, non_200 = 0, 0
             if not config.limit:
-                warm = await self.run_wrk(
-                    url, self.body_dir(f"{prefix}-warm", 4000), config.warmup
-                )
+                warm = await self.run_wrk(url, self.body_dir(f"{prefix}-warm", 4000), config.warmup)
                 accepted, non_200 = warm["ok"], warm["non_200"]
                 await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
             # 1. the maximum: closed loop, then until the worker handled every one
@@ -642,8 +638,11 @@ class Bench:
                 out = self.work / f"{tag}.json"
                 sender = await self.start(
                     "openloop",
-                    [PYTHON, str(BENCH / "openloop.py"), "--url", url, "--rate", f"{rate:.1f}"]
-                    + ["--count", str(count), "--tag", tag, "--out", str(out)],
+                    [
+                        *(PYTHON, str(BENCH / "openloop.py"), "--url", url),
+                        *("--rate", f"{rate:.1f}", "--count", str(count)),
+                        *("--tag", tag, "--out", str(out)),
+                    ],
                     env,
                 )
                 await sender.wait(config.level_seconds + DRAIN_TIMEOUT)
@@ -742,6 +741,7 @@ async def run_rounds(bench: Bench, config: Config) -> dict[str, list[Result]]:
         order = names[(r * step) % len(names) :] + names[: (r * step) % len(names)]
         for name in order:
             started = time.monotonic()
+            window = procs.CpuWindow.begin()
             try:
                 result = await table[name]()
             except (procs.ChildFailed, TimeoutError, AMQPError, aiohttp.ClientError) as exc:
@@ -749,11 +749,13 @@ async def run_rounds(bench: Bench, config: Config) -> dict[str, list[Result]]:
                 result = Result(float("nan"), "FAILED", extra={"failed": str(exc)})
             finally:
                 await bench.stop_all()
+            result.extra["cpu_percent"] = window.end()
             results[name].append(result)
             log(
                 f"round {r + 1}/{config.rounds} {name}: {result.value:,.0f} "
                 f"({time.monotonic() - started:.0f} s; non-200 {result.non_200}, lost "
-                f"{result.lost}, twice {result.twice})"
+                f"{result.lost}, twice {result.twice}; other CPU "
+                f"{result.extra['cpu_percent']['other']:.0f} %)"
             )
     return results
 
@@ -798,8 +800,8 @@ def summarize(results: dict[str, list[Result]], config: Config) -> tuple[str, di
     """The one table, and its figures for the JSON file."""
     lines = [
         "| # | what | generator | median | range | p50 / p99 ms | target | verdict "
-        "| non-200 | lost | twice | peak RSS MiB |",
-        "|--:|---|---|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+        "| non-200 | lost | twice | peak RSS MiB | other CPU % |",
+        "|--:|---|---|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|",
     ]
     summary: dict[str, Any] = {"rows": {}, "ratios": {}}
     n = 0
@@ -825,9 +827,10 @@ def summarize(results: dict[str, list[Result]], config: Config) -> tuple[str, di
             lat = f"{median([r.p50_ms or 0 for r in rs]):.1f} / {median([r.p99_ms or 0 for r in rs]):.1f}"  # noqa: E501
         rss = max((mib for r in rs for mib in r.peak_rss_mib.values()), default=0.0)
         non_200, lost, twice = counts(rs)
+        other = median([r.extra.get("cpu_percent", {}).get("other", float("nan")) for r in rs])
         lines.append(
             f"| {n} | {label} | {rs[0].generator} | {fmt(med, ' ' + unit)} | {spread} | {lat} "
-            f"| | | {non_200} | {lost} | {twice} | {rss:.0f} |"
+            f"| | | {non_200} | {lost} | {twice} | {rss:.0f} | {other:.0f} |"
         )
         summary["rows"][key] = {"label": label, "unit": unit, "median": med, "values": values}
         if key == "e2e":
@@ -843,7 +846,7 @@ def summarize(results: dict[str, list[Result]], config: Config) -> tuple[str, di
                 lines.append(
                     f"| {n} | end to end at {name} of max | open loop, Python (lag p99 "
                     f"{lag:.1f} ms, {cpu:.0f} % CPU) | {fmt(sent, ' cb/s')} | | "
-                    f"{p50:.1f} / {p99:.1f} | | | | | | |"
+                    f"{p50:.1f} / {p99:.1f} | | | | | | | |"
                 )
                 summary["rows"][f"e2e-{name}"] = {"sent_rate": sent, "p50_ms": p50, "p99_ms": p99}
 
@@ -915,33 +918,29 @@ def summarize(results: dict[str, list[Result]], config: Config) -> tuple[str, di
         n += 1
         lines.append(
             f"| {n} | {label} | same round | {shown} | {spread} | | {target} "
-            f"| {verdict(ok(med) if known else None)} | | | | |"
+            f"| {verdict(ok(med) if known else None)} | | | | | |"
         )
         summary["ratios"][label] = {"median": med, "values": values, "target": target}
     p99_50 = summary["rows"].get("e2e-50%", {}).get("p99_ms")
     n += 1
     lines.append(
         f"| {n} | end-to-end p99 at 50 % of max | open loop | {fmt(p99_50, ' ms')} | | | < 50 ms "
-        f"| {verdict(None if p99_50 is None or p99_50 != p99_50 else p99_50 < 50)} | | | | |"
+        f"| {verdict(None if p99_50 is None or p99_50 != p99_50 else p99_50 < 50)} | | | | | |"
     )
     sink_rss = [
-        mib
-        for key in ("ingress-1p-info", "ingress-1p-warning", "ingress-2p-info", "drain-memory")
-        + ("drain-redis", "e2e")
-        for r in results.get(key, [])
-        for mib in r.peak_rss_mib.values()
+        mib for key in SINK_ROWS for r in results.get(key, []) for mib in r.peak_rss_mib.values()
     ]
     top = max(sink_rss, default=float("nan"))
     n += 1
     lines.append(
         f"| {n} | peak RSS of any callback-sink process | VmHWM | {fmt(top * 2**20 / 1e6, ' MB')} "
-        f"| | | < 150 MB | {verdict(None if top != top else top < RSS_TARGET_MIB)} | | | | |"
+        f"| | | < 150 MB | {verdict(None if top != top else top < RSS_TARGET_MIB)} | | | | | |"
     )
     clean = all_clean(results)
     n += 1
     lines.append(
         f"| {n} | every run: non-200, lost, twice | counted | "
-        f"{'all 0' if clean else 'NOT all 0'} | | | 0 / 0 / 0 | {verdict(clean)} | | | | |"
+        f"{'all 0' if clean else 'NOT all 0'} | | | 0 / 0 / 0 | {verdict(clean)} | | | | | |"
     )
     summary["peak_rss_mib_sink"] = top
     summary["e2e_p99_at_50"] = p99_50
@@ -976,7 +975,7 @@ async def describe() -> dict[str, Any]:
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)  # noqa: ASYNC221
     settings = Settings()
     return {
         "cpus": os.cpu_count(),
@@ -1023,10 +1022,10 @@ async def main(args: argparse.Namespace, config: Config) -> int:
     print(header)
     print()
     print(table)
-    RESULTS_DIR = Path(args.results_dir)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"bench-{mode}-{stamp}.json"
+    path = results_dir / f"bench-{mode}-{stamp}.json"
     path.write_bytes(
         orjson.dumps(
             {
@@ -1054,7 +1053,7 @@ def parse_args() -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="s per throughput row")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--drain-count", type=int, default=15000)
+    parser.add_argument("--drain-count", type=int, default=10000)
     parser.add_argument("--no-alt", action="store_true", help="skip FastAPI + Celery")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--results-dir", default=str(RESULTS))

@@ -166,7 +166,7 @@ async def start(
     name: str, command: Sequence[str], env: Mapping[str, str], cwd: Path, logs: Path
 ) -> Child:
     """Start ``command`` with its output in ``logs/{name}-{n}.out|err``."""
-    logs.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
     n = 1
     while (logs / f"{name}-{n}.out").exists():
         n += 1
@@ -238,3 +238,73 @@ class Handled:
             if now > deadline:
                 raise child.failure(f"handled {self.count} of {target} within {within:.0f} s")
             await asyncio.sleep(0.05)
+
+
+SERVICES = ("beam.smp", "redis-server")
+
+
+def _total_cpu(pid: int) -> float:
+    """utime + stime + cutime + cstime: a process's CPU plus that of its reaped children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _services_cpu() -> float:
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError, ValueError):
+            if comm.read_text(encoding="utf-8").strip() in SERVICES:
+                total += cpu_seconds(int(comm.parent.name))
+    return total
+
+
+@dataclass
+class CpuWindow:
+    """CPU used during a scenario: by the benchmark and everything it started, by RabbitMQ and
+    Redis, and by the rest of the machine ("other": another test run skews the figures)."""
+
+    at: float
+    machine: float
+    ours: dict[int, float]
+    self_and_reaped: float
+    services: float
+
+    @classmethod
+    def begin(cls) -> CpuWindow:
+        me = os.getpid()
+        usage = _self_and_reaped()
+        return cls(
+            time.monotonic(),
+            machine_busy_seconds(),
+            {pid: _total_cpu(pid) for pid in descendants(me) if pid != me},
+            usage,
+            _services_cpu(),
+        )
+
+    def end(self) -> dict[str, float]:
+        """Shares of one core since :meth:`begin`, in %: ``bench`` (this process and its
+        children), ``services`` (RabbitMQ, Redis), ``other``."""
+        me = os.getpid()
+        wall = max(time.monotonic() - self.at, 1e-9)
+        now = {pid: _total_cpu(pid) for pid in descendants(me) if pid != me}
+        ours = _self_and_reaped() - self.self_and_reaped
+        ours += sum(cpu - self.ours.get(pid, 0.0) for pid, cpu in now.items())
+        ours -= sum(cpu for pid, cpu in self.ours.items() if pid not in now)
+        services = _services_cpu() - self.services
+        other = machine_busy_seconds() - self.machine - ours - services
+        return {
+            "bench": 100 * max(ours, 0.0) / wall,
+            "services": 100 * max(services, 0.0) / wall,
+            "other": 100 * max(other, 0.0) / wall,
+        }
+
+
+def _self_and_reaped() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime

@@ -5,51 +5,54 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.metadata
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from callback_sink import scaffold, service
+from callback_sink import config_cmd, dlq_cli, scaffold, service
 from callback_sink.easemob_cli import register as register_easemob_commands
+from callback_sink.errors_cli import Failure, reported
+from callback_sink.helpformat import DEBUG_HELP, document
 from sink import logs
 from sink.devsecret import DEV_SECRET_FILE, ensure_dev_secret, read_dev_secret
-from sink.errors import ConfigError, SpoolError, StartupError
+from sink.errors import ConfigError, SpoolError
 from sink.examples import load_examples, resign
 from sink.settings import Settings
-from sink.topology import Topology
-from worker.dlq import DeadLetter, DeadLetters, render
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. An expected failure is one line on stderr and exit code 1 (2 for a
+    bad setting), never a traceback unless ``--debug`` asks for it (see errors_cli)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "command"):
         parser.print_help()
         return 2
-    try:
+
+    def run() -> int:
         settings = Settings.from_env()
         logs.configure(settings.log_format, settings.log_level)
         result: int = args.command(args, settings)
         return result
-    except ConfigError as exc:
-        print(f"callback-sink: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except StartupError as exc:
-        print(f"callback-sink: cannot start: {exc}", file=sys.stderr)
-        return 1
+
+    return reported(run, debug=args.debug)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callback-sink",
         description="Durable receiver for Easemob / Agora Chat callbacks. "
-        "Configured by SINK_* environment variables (see README).",
+        "Configured by SINK_* environment variables (see README); "
+        "`callback-sink config` shows their effective values.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(title="commands")
 
     p = sub.add_parser(
@@ -105,85 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", help="the package's name, a Python identifier (e.g. acme_handlers)")
     p.set_defaults(command=_init)
-    _dlq_parser(sub)
+    dlq_cli.register(sub)
+    config_cmd.register(sub)
     register_easemob_commands(sub)
+    document(parser)
     return parser
 
 
-def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dlq = sub.add_parser("dlq", help="look at, replay or purge dead letters")
-    verbs = dlq.add_subparsers(title="dlq commands", required=True)
-    p = verbs.add_parser("list", help="one line per dead letter: call id, event, handler, error")
-    p.set_defaults(command=_dlq_list)
-    p = verbs.add_parser("show", help="a dead letter's failure headers and whole callback")
-    p.add_argument("call_id")
-    p.set_defaults(command=_dlq_show)
-    for verb, command, what in (
-        ("replay", _dlq_replay, "put dead letters back into the work queue; only the "
-         "handlers that failed run again"),
-        ("purge", _dlq_purge, "delete dead letters for good (needs --yes)"),
-    ):  # fmt: skip
-        p = verbs.add_parser(verb, help=what)
-        which = p.add_mutually_exclusive_group(required=True)
-        which.add_argument("call_id", nargs="?", help="one callback, by call id")
-        which.add_argument("--all", action="store_true", help="every dead letter")
-        which.add_argument("--event", help="those of one event name, e.g. muc:apply")
-        which.add_argument("--handler", help="those whose failed handlers include this one")
-        if verb == "purge":
-            p.add_argument("--yes", action="store_true", help="confirm the deletion")
-        p.set_defaults(command=command)
-
-
-def _dead_letters(
-    settings: Settings, action: Callable[[DeadLetters], Awaitable[list[DeadLetter]]]
-) -> list[DeadLetter]:
-    """Open the dead-letter queue, run ``action`` on it, close it (unreplayed letters return)."""
-
-    async def run() -> list[DeadLetter]:
-        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
-            return await action(q)
-
-    return asyncio.run(run())
-
-
-def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    letters = _dead_letters(settings, lambda q: q.letters())
-    print(f"{'CALL ID':40} {'EVENT':24} {'HANDLER':32} {'ATT':>3} {'AGE':>5}  ERROR")
-    for d in letters:
-        print(f"{d.call_id:40} {d.event_name:24} {d.handlers or '-':32} {d.attempts:>3} "
-              f"{d.age():>5}  {d.reason}: {d.error}"[:240])  # fmt: skip
-    print(f"{len(letters)} dead letter(s)")
-    return 0
-
-
-def _dlq_show(args: argparse.Namespace, settings: Settings) -> int:
-    found = [d for d in _dead_letters(settings, lambda q: q.letters()) if d.call_id == args.call_id]
-    for letter in found:
-        print(render(letter))
-    if not found:
-        print(f"no dead letter with call id {args.call_id}", file=sys.stderr)
-    return 0 if found else 1
-
-
-def _dlq_select(args: argparse.Namespace) -> dict[str, str | None]:
-    return {"call_id": args.call_id, "event": args.event, "handler": args.handler}
-
-
-def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    done = _dead_letters(settings, lambda q: q.replay(**_dlq_select(args)))
-    for d in done:
-        print(f"replayed {d.call_id} {d.event_name} ({d.handlers})")
-    print(f"{len(done)} dead letter(s) replayed")
-    return 0
-
-
-def _dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.yes:
-        print("dlq purge deletes dead letters for good: add --yes to confirm", file=sys.stderr)
-        return 2
-    done = _dead_letters(settings, lambda q: q.purge(**_dlq_select(args)))
-    print(f"{len(done)} dead letter(s) purged")
-    return 0
+def _version() -> str:
+    try:
+        return importlib.metadata.version("callback-sink")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "(not installed)"
 
 
 def _ingress(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,6 +170,11 @@ def _secret(args: argparse.Namespace, settings: Settings) -> str:
 def _sign(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     body = orjson.loads(raw)
+    if not isinstance(body, dict):
+        raise Failure(f"{args.file}: a callback is a JSON object, not {type(body).__name__}")
+    for name in ("callId", "timestamp") if args.keep_timestamp else ("callId",):
+        if name not in body:
+            raise Failure(f"{args.file}: the callback has no {name!r} field")
     signed = resign(body, _secret(args, settings), now=not args.keep_timestamp)
     sys.stdout.write(orjson.dumps(signed).decode() + "\n")
     return 0

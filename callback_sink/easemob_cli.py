@@ -15,14 +15,13 @@ from typing import Any
 
 import orjson
 
+from callback_sink.errors_cli import Failure
 from callback_sink.service import stop_on_signals
 from easemob.emulator import Emulator, serve
 from easemob.settings import EmulatorSettings
 from sink.devsecret import DEV_SECRET_FILE, read_dev_secret
 from sink.errors import ConfigError
 from sink.settings import Settings
-
-#: Where ``callback-sink run`` keeps its development secret (see callback_sink/cli.py).
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -102,7 +101,7 @@ def _groups_list(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.directory import open_directory
 
     async def main() -> int:
-        async with open_directory() as directory:
+        async with open_directory(create=False) as directory:
             views = await directory.groups()
         if args.json:
             for view in views:
@@ -124,18 +123,19 @@ def _groups_show(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.directory import open_directory
 
     async def main() -> int:
-        async with open_directory() as directory:
+        async with open_directory(create=False) as directory:
             view = await directory.group(args.group_id)
         if view is None:
-            print(f"callback-sink: no group {args.group_id} in the directory", file=sys.stderr)
-            return 1
+            raise Failure(f"no group {args.group_id} in the directory (SINK_DIRECTORY_URL)")
         if args.json:
             sys.stdout.write(orjson.dumps(view.as_dict(), option=orjson.OPT_INDENT_2).decode())
             sys.stdout.write("\n")
             return 0
         print(f"{'chat room' if view.is_chatroom else 'group'} {view.group_id}"
               f"{' (destroyed)' if view.destroyed else ''}")  # fmt: skip
-        mutes = [f"{m.user} until {_when(m.expire)}" for m in view.mutes]
+        now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        # Easemob lifts a timed mute silently when it runs out: show the ones still in force.
+        mutes = [f"{m.user} until {_when(m.expire)}" for m in view.muted(now)]
         lines = [
             ("name", view.name),
             ("description", view.description),

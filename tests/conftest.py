@@ -31,7 +31,8 @@ from sink.signature import sign
 from sink.topology import Topology
 from sink.topology import delete as delete_topology
 from worker.consumer import Worker
-from worker.dedup import DedupStore, MemoryStore, RedisStore
+from worker.dedup import DedupStore, MemoryStore
+from worker.redis_store import RedisStore
 
 AMQP_URL = os.environ.get("SINK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("SINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

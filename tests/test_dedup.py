@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from worker.dedup import DedupStore, MemoryStore, RedisStore, State
+from worker.dedup import DedupStore, MemoryStore, State
+from worker.redis_store import RedisStore
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -88,3 +89,42 @@ async def test_the_memory_store_forgets_expired_marks_of_callbacks_never_seen_ag
         claim = await store.claim(f"late-{i}", "h", lease=30)
         await store.done(f"late-{i}", "h", claim, ttl=60)
     assert len(store._marks) <= 10
+
+
+async def test_claim_all_takes_every_free_handler_in_one_call(store: DedupStore) -> None:
+    done = await store.claim("call-1", "a", lease=30)
+    await store.done("call-1", "a", done, ttl=60)
+    await store.claim("call-1", "b", lease=30)
+    found = await store.claim_all("call-1", "call-1", "muc:apply", ["a", "b", "c"], 30, 60, 20)
+    assert [c.state for c in found.claims] == [State.DONE, State.BUSY, State.CLAIMED]
+    assert found.runs == 1
+
+
+async def test_a_call_id_stays_bound_to_the_kind_it_first_came_as(store: DedupStore) -> None:
+    first = await store.claim_all("call-1", "call-1", "muc:apply", ["a"], 30, 60, 20)
+    forged = await store.claim_all("call-1|bob", "call-1", "muc:kick", ["a"], 30, 60, 20)
+    assert first.bound_kind == "muc:apply" and first.claims
+    assert forged.bound_kind == "muc:apply" and forged.claims == ()
+
+
+async def test_only_deliveries_that_start_handlers_count_toward_the_budget(
+    store: DedupStore,
+) -> None:
+    taken = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
+    busy = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
+    assert (taken.runs, busy.runs) == (1, 1)
+    await store.release("call-1", "a", taken.claims[0])
+    second = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
+    await store.release("call-1", "a", second.claims[0])
+    third = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
+    assert second.runs == 2
+    assert third.over_budget(2) and third.claims == ()
+    assert (await store.claim("call-1", "a", lease=30)).state is State.CLAIMED  # nothing held
+
+
+async def test_a_renewed_lease_outlives_its_first_term(store: DedupStore) -> None:
+    found = await store.claim_all("call-1", "call-1", "k", ["a"], 0.2, 60, 20)
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        await store.renew("call-1", {"a": found.claims[0]}, 0.2)
+    assert (await store.claim("call-1", "a", lease=30)).state is State.BUSY

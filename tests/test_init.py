@@ -72,7 +72,9 @@ def venv_with_the_sink(where: Path) -> Path:
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     ours = sysconfig.get_paths()["purelib"]
-    (Path(site) / "callback_sink_parent.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    (Path(site) / "callback_sink_parent.pth").write_text(
+        f"import site; site.addsitedir({ours!r})\n"
+    )
     # setuptools builds wheels (an editable install is one) with the `wheel` package.
     fetched = pip(python, "install", "--quiet", "wheel")
     if fetched.returncode != 0:

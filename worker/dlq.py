@@ -1,14 +1,22 @@
 """Dead-letter tooling behind ``callback-sink dlq list|show|replay|purge``.
 
-Dead letters are read with ``basic.get`` and held unacknowledged while they are looked at;
-those not replayed go back to the queue, in order, when the channel closes. A replayed
-dead letter is republished (confirmed) to the work queue with its attempt count reset and
-its ``x-sink-settled`` list kept, so only the handlers that failed run again; only then is
-the dead letter acked.
+Dead letters are read one at a time with ``basic.get`` and held unacknowledged on the broker
+while they are looked at, so a scan of any length keeps one message in this process's memory
+and never sees one twice; those not replayed or purged go back to the queue, in their order,
+when the connection closes (a return, not a reject: it counts against no delivery limit).
+
+Nothing is declared: the queues are looked up passively, so a mistyped prefix fails with
+:class:`NoDeadLetterQueue` instead of creating an empty topology. A replayed dead letter is
+republished (confirmed) to the work queue with its attempt count reset and its
+``x-sink-settled`` list kept, so only the handlers that failed run again; only after the
+broker confirmed the copy is the dead letter acked. Interrupted at any point, a replay loses
+nothing; at worst one callback is both replayed and still dead, and dedup absorbs the
+second replay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,11 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from sink import headers
-from sink.topology import Topology, declare
+from sink.errors import SinkError
+from sink.topology import Topology
 from worker.settle import copy_of, now_iso
 
 #: Failure headers dropped from a replayed copy: the replay starts a fresh attempt count.
@@ -80,12 +90,40 @@ class DeadLetter:
         )
 
 
-class DeadLetters:
-    """Open with ``async with DeadLetters.open(url, topology) as dlq``."""
+class NoDeadLetterQueue(SinkError):
+    """The broker has no such queue: a wrong ``SINK_TOPOLOGY_PREFIX`` or ``SINK_AMQP_URL``."""
 
-    def __init__(self, channel: AbstractChannel, topology: Topology) -> None:
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters a command acts on; every criterion given must match."""
+
+    call_id: str | None = None
+    event: str | None = None
+    handler: str | None = None
+
+    def __call__(self, letter: DeadLetter) -> bool:
+        return letter.matches(self.call_id, self.event, self.handler)
+
+
+EVERY = Selection()
+#: Replayed copies in flight at once: their confirms are awaited together (a replay of
+#: thousands takes seconds, not one round trip each), yet few are held in memory.
+REPLAY_BATCH = 100
+
+#: Called with (scanned, acted on) after each dead letter looked at: for a progress line.
+Progress = Callable[[int, int], None]
+
+
+class DeadLetters:
+    """Open with ``async with DeadLetters.open(url, topology) as dlq``; ``depth`` is how many
+    dead letters the queue held when it was opened."""
+
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, topology: Topology) -> None:
         self._channel = channel
+        self._queue = queue
         self._topology = topology
+        self.depth = int(queue.declaration_result.message_count or 0)
 
     @classmethod
     @asynccontextmanager
@@ -93,52 +131,70 @@ class DeadLetters:
         connection = await aio_pika.connect(amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare(channel, topology)
-            yield cls(channel, topology)
+            queue = await _existing(channel, topology.dead_queue, "dead-letter queue")
+            yield cls(channel, queue, topology)
         finally:
             await connection.close()  # every message still held goes back to the queue
 
-    async def _held(self) -> list[AbstractIncomingMessage]:
-        """Take every dead letter off the queue without acking it."""
-        queue = await self._channel.get_queue(self._topology.dead_queue, ensure=False)
-        held: list[AbstractIncomingMessage] = []
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            held.append(message)
-        return held
+    async def _scan(
+        self, select: Selection, limit: int | None, progress: Progress | None = None
+    ) -> AsyncIterator[AbstractIncomingMessage]:
+        """Matching dead letters, up to ``limit``, each left unacknowledged."""
+        scanned = found = 0
+        while limit is None or found < limit:
+            message = await self._queue.get(no_ack=False, fail=False)
+            if message is None:
+                return
+            scanned += 1
+            if select(DeadLetter.of(message)):
+                found += 1
+                yield message
+            if progress is not None:
+                progress(scanned, found)
 
-    async def letters(self) -> list[DeadLetter]:
-        return [DeadLetter.of(m) for m in await self._held()]
+    async def letters(
+        self, select: Selection = EVERY, *, limit: int | None = None
+    ) -> AsyncIterator[DeadLetter]:
+        """Matching dead letters, oldest first; all of them stay in the queue."""
+        async for message in self._scan(select, limit):
+            yield DeadLetter.of(message)
 
     async def replay(
-        self, *, call_id: str | None = None, event: str | None = None, handler: str | None = None
-    ) -> list[DeadLetter]:
-        """Put matching dead letters back into the work queue; returns what was replayed."""
-        return await self._take(call_id, event, handler, self._republish)
+        self, select: Selection, *, limit: int | None = None, progress: Progress | None = None
+    ) -> AsyncIterator[DeadLetter]:
+        """Put matching dead letters back into the work queue, yielding each once its copy is
+        confirmed and the dead letter acked."""
+        await _existing(self._channel, self._topology.work_queue, "work queue")
+        batch: list[AbstractIncomingMessage] = []
+        async for message in self._scan(select, limit, progress):
+            batch.append(message)
+            if len(batch) >= REPLAY_BATCH:
+                for letter in await self._replay(batch):
+                    yield letter
+                batch = []
+        for letter in await self._replay(batch):
+            yield letter
 
     async def purge(
-        self, *, call_id: str | None = None, event: str | None = None, handler: str | None = None
-    ) -> list[DeadLetter]:
-        """Delete matching dead letters for good; returns what was deleted."""
+        self, select: Selection, *, limit: int | None = None, progress: Progress | None = None
+    ) -> AsyncIterator[DeadLetter]:
+        """Delete matching dead letters for good, yielding each one deleted."""
+        async for message in self._scan(select, limit, progress):
+            await message.ack()
+            yield DeadLetter.of(message)
 
-        async def nothing(message: AbstractIncomingMessage) -> None:
-            return None
-
-        return await self._take(call_id, event, handler, nothing)
-
-    async def _take(
-        self,
-        call_id: str | None,
-        event: str | None,
-        handler: str | None,
-        action: Callable[[AbstractIncomingMessage], Any],
-    ) -> list[DeadLetter]:
+    async def _replay(self, batch: list[AbstractIncomingMessage]) -> list[DeadLetter]:
+        results = await asyncio.gather(
+            *(self._republish(message) for message in batch), return_exceptions=True
+        )
         done = []
-        for message in await self._held():
-            letter = DeadLetter.of(message)
-            if letter.matches(call_id, event, handler):
-                await action(message)
+        for message, result in zip(batch, results, strict=True):
+            if result is None:  # confirmed: now the original may go
                 await message.ack()
-                done.append(letter)
+                done.append(DeadLetter.of(message))
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
         return done
 
     async def _republish(self, message: AbstractIncomingMessage) -> None:
@@ -148,18 +204,57 @@ class DeadLetters:
         await self._channel.default_exchange.publish(copy, routing_key=self._topology.work_queue)
 
 
+async def _existing(channel: AbstractChannel, name: str, what: str) -> AbstractQueue:
+    """The queue ``name``, looked up without creating it."""
+    try:
+        return await channel.get_queue(name, ensure=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise NoDeadLetterQueue(
+            f"no {what} {name!r} on the broker: check SINK_TOPOLOGY_PREFIX and SINK_AMQP_URL "
+            "(a worker or an ingress creates it when it first starts)"
+        ) from None
+
+
 def _text(value: bytes) -> str:
     return value.decode(errors="replace")
 
 
-def render(letter: DeadLetter) -> str:
-    """``dlq show``: the failure headers, then the callback as indented JSON (signature hidden)."""
+def callback_of(letter: DeadLetter) -> Any:
+    """The dead letter's callback document with its signature hidden (the raw text if it
+    is not JSON: an undecodable message)."""
     try:
         doc = orjson.loads(letter.body)
-        if isinstance(doc, dict) and "security" in doc:
-            doc["security"] = "[redacted]"
-        body = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
     except orjson.JSONDecodeError:
-        body = repr(letter.body)
+        return letter.body.decode(errors="replace")
+    if isinstance(doc, dict) and "security" in doc:
+        doc["security"] = "[redacted]"
+    return doc
+
+
+def as_dict(letter: DeadLetter, *, body: bool = True) -> dict[str, Any]:
+    """``dlq list --json`` / ``dlq show --json``: one object per dead letter."""
+    fields = {
+        "call_id": letter.call_id,
+        "event": letter.event_name,
+        "handlers": [h for h in letter.handlers.split(",") if h],
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "reason": letter.reason,
+        "last_failure": letter.last_failure or None,
+    }
+    if body:
+        fields["headers"] = {k: v for k, v in letter.headers.items() if _plain(v)}
+        fields["callback"] = callback_of(letter)
+    return fields
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def render(letter: DeadLetter) -> str:
+    """``dlq show``: the failure headers, then the callback as indented JSON (signature hidden)."""
+    doc = callback_of(letter)
+    body = doc if isinstance(doc, str) else orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
     lines = [f"{k}: {v}" for k, v in sorted(letter.headers.items())]
     return "\n".join([*lines, "", body])

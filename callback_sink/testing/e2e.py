@@ -27,7 +27,7 @@ from yarl import URL
 from callback_sink.service import run_ingress
 from callback_sink.testing.events import make_body, sign_event
 from callback_sink.testing.tester import HandlerRef, HandlerSource, handler_name, registry_of
-from handlers.registry import Handler, Registry
+from handlers.registry import Handler, HandlerFunc, Registry
 from sink.events import Event, decode
 from sink.settings import Settings
 from sink.topology import Topology, delete
@@ -98,7 +98,9 @@ class RunningSink:
         await worker.start()  # on failure it closes what it opened
         self._worker = worker
 
-    def _counting(self, handler: Handler) -> Any:
+    def _counting(self, handler: Handler) -> HandlerFunc:
+        """``handler`` that also records each success, for :meth:`wait_handled`."""
+
         async def run(event: Event) -> None:
             await handler.func(event)
             async with self._changed:
@@ -121,7 +123,9 @@ class RunningSink:
                     if response.status == 200:
                         return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the ingress did not listen on {health} within {LISTEN_TIMEOUT}s")
+                raise TimeoutError(
+                    f"the ingress did not listen on {health} within {LISTEN_TIMEOUT}s"
+                )
             await asyncio.sleep(0.05)
 
     async def post(self, callback: Event | bytes) -> int:

@@ -45,7 +45,7 @@ class Verdict(enum.StrEnum):
     DUPLICATE = "duplicate"  # it had already succeeded for this callback: skipped
     RETRY = "retry"  # it failed: the callback comes back after ``delay`` as the next attempt
     DEAD = "dead"  # it failed for good: dead-lettered (``reason``, ``error``)
-    DEFERRED = "deferred"  # not run (claimed elsewhere): comes back, costing no attempt
+    DEFERRED = "deferred"  # not run: another claim holds it (in a worker it comes back later)
 
 
 @dataclass(frozen=True)
@@ -174,10 +174,15 @@ class SinkTester:
         await self.shutdown()
 
     async def startup(self) -> None:
-        """Await the ``@on_startup`` hooks once (a failure raises ``StartupError``)."""
+        """Await the ``@on_startup`` hooks once. A failure raises ``StartupError`` after the
+        shutdown hooks ran (as in the worker), and the next call tries again."""
         if not self._started:
+            try:
+                await self.registry.startup()
+            except BaseException:
+                await self.registry.shutdown()
+                raise
             self._started = True
-            await self.registry.startup()
 
     async def shutdown(self) -> None:
         """Await the ``@on_shutdown`` hooks, if the start-up hooks ran."""
@@ -221,7 +226,9 @@ def registry_of(handlers: Sequence[HandlerSource], use_entry_points: bool | None
     """A registry as the worker loads it: modules by path (and entry points; by default only
     when no handler is given), plus any ready-made :class:`Handler`\\ s."""
     ready = [h for h in handlers if isinstance(h, Handler)]
-    paths = [h if isinstance(h, str) else h.__name__ for h in handlers if not isinstance(h, Handler)]
+    paths = [
+        h if isinstance(h, str) else h.__name__ for h in handlers if not isinstance(h, Handler)
+    ]
     entry_points = not handlers if use_entry_points is None else use_entry_points
     loaded = load(paths, use_entry_points=entry_points)
     return Registry([*loaded.handlers, *ready], loaded.shutdown_hooks, loaded.startup_hooks)

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from handlers.directory.facts import Fact
 from handlers.directory.settings import DirectorySettings
 from handlers.directory.view import GroupView, Row, fold
+from sink.errors import SinkError
 
 metadata = sa.MetaData()
 
@@ -41,6 +42,10 @@ facts_table = sa.Table(
     sa.Column("call_id", sa.String(255), nullable=False),
 )
 
+class NoDirectory(SinkError):
+    """A read-only command found no directory where ``SINK_DIRECTORY_URL`` points."""
+
+
 #: How long an SQLite writer waits for another process's write lock, ms.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -54,20 +59,31 @@ class Directory:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     @classmethod
-    async def open(cls, settings: DirectorySettings) -> Directory:
-        """Connect and create the table if needed."""
+    async def open(cls, settings: DirectorySettings, *, create: bool = True) -> Directory:
+        """Connect and create the table if needed; with ``create=False`` (the read-only
+        commands) create nothing: no file, no folder, no table, but raise
+        :class:`NoDirectory` when there is none yet."""
         path = settings.sqlite_path()
         options: dict[str, Any] = {}
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not create and not path.is_file():
+                raise NoDirectory(f"no group directory at {path} (SINK_DIRECTORY_URL)")
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
             # One connection per process: SQLite has one writer at a time anyway, and a
             # pool of one makes concurrent handlers queue here instead of failing "locked".
             options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
         engine = create_async_engine(settings.engine_url(), **options)
         if engine.dialect.name == "sqlite":
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            pragmas = _sqlite_pragmas if create else _sqlite_read_pragmas
+            sa.event.listen(engine.sync_engine, "connect", pragmas)
         async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            if create:
+                await conn.run_sync(metadata.create_all)
+            elif not await conn.run_sync(lambda c: sa.inspect(c).has_table(facts_table.name)):
+                await engine.dispose()
+                raise NoDirectory("the group directory (SINK_DIRECTORY_URL) has no table yet: "
+                                  "no worker with handlers.directory has run against it")  # fmt: skip
         return cls(engine)
 
     async def close(self) -> None:
@@ -131,10 +147,12 @@ class Directory:
 
 
 @asynccontextmanager
-async def open_directory(settings: DirectorySettings | None = None) -> AsyncIterator[Directory]:
+async def open_directory(
+    settings: DirectorySettings | None = None, *, create: bool = True
+) -> AsyncIterator[Directory]:
     """``async with open_directory() as directory:`` — the directory of ``SINK_DIRECTORY_URL``
-    (or of ``settings``), closed on exit."""
-    directory = await Directory.open(settings or DirectorySettings.from_env())
+    (or of ``settings``), closed on exit; ``create=False`` creates nothing (see ``open``)."""
+    directory = await Directory.open(settings or DirectorySettings.from_env(), create=create)
     try:
         yield directory
     finally:
@@ -144,6 +162,12 @@ async def open_directory(settings: DirectorySettings | None = None) -> AsyncIter
 def _row(row: Any) -> Row:
     value = None if row.value is None else orjson.loads(row.value)
     return Row(row.kind, row.subject, bool(row.present), value, int(row.ts))
+
+
+def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,75 @@
+"""A worker that cannot start says why in one line and exits non-zero, consuming nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from sink.settings import Settings
+from tests.broker import queue_depth
+from tests.conftest import callback, post, signed
+from tests.processes import SinkProcess
+
+Client = TestClient[Any, Any]
+
+
+async def exit_of(worker: SinkProcess, within: float) -> int:
+    assert worker.process is not None
+    async with asyncio.timeout(within):
+        code = await worker.process.wait()
+    if worker._reader is not None:
+        await asyncio.wait([worker._reader], timeout=5)
+    return code
+
+
+async def start(env: dict[str, str]) -> SinkProcess:
+    worker = SinkProcess("worker", env)
+    worker.process = await asyncio.create_subprocess_exec(
+        *__import__("tests.processes", fromlist=["CLI"]).CLI, "worker",
+        env=worker.env, cwd=worker.cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    worker._reader = asyncio.create_task(worker._read())
+    return worker
+
+
+def plain_lines(worker: SinkProcess) -> list[str]:
+    return [str(line["text"]) for line in worker.lines if line.get("event") == "stdout"]
+
+
+async def test_an_unreachable_directory_database_stops_the_worker_with_one_line(
+    ingress: Client, settings: Settings
+) -> None:
+    assert await post(ingress, signed(callback())) == 200
+    started = time.monotonic()
+    worker = await start({
+        "SINK_AMQP_URL": settings.amqp_url,
+        "SINK_TOPOLOGY_PREFIX": settings.topology_prefix,
+        "SINK_HANDLERS": "handlers.directory",
+        "SINK_DIRECTORY_URL": "postgresql://sink@127.0.0.1:1/directory",
+    })  # fmt: skip
+    assert await exit_of(worker, within=15) != 0
+    assert time.monotonic() - started < 15
+    [line] = plain_lines(worker)
+    assert line.startswith("callback-sink: cannot start:")
+    assert "SINK_DIRECTORY_URL" in line
+    assert not any("Traceback" in text for text in plain_lines(worker))
+    assert await queue_depth(settings.amqp_url, f"{settings.topology_prefix}.work") == 1
+
+
+async def test_an_unreachable_broker_is_retried_then_reported_in_one_line(
+    settings: Settings,
+) -> None:
+    worker = await start({
+        "SINK_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
+        "SINK_TOPOLOGY_PREFIX": settings.topology_prefix,
+        "SINK_STARTUP_TIMEOUT_S": "2",
+    })  # fmt: skip
+    assert await exit_of(worker, within=30) == 1
+    assert worker.events("worker.waiting"), "each failed attempt is logged"
+    [line] = [text for text in plain_lines(worker) if text.startswith("callback-sink:")]
+    assert "RabbitMQ (SINK_AMQP_URL) did not answer within SINK_STARTUP_TIMEOUT_S=2s" in line
+    assert not any("Traceback" in text for text in plain_lines(worker))

@@ -1,0 +1,177 @@
+"""The dedup store in Redis, shared by every worker: one Lua script claims every handler of a
+callback (and binds its callId to its kind, and counts its runs) in one round trip; done
+marks and releases check that the lease is still ours."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sink.errors import DedupUnavailable
+from worker.dedup import DONE, Claim, Claims, State
+
+# Mark done / release only while we still hold the lease we took: a worker whose lease
+# expired must not overwrite another worker's newer claim.
+_DONE_IF_OWNER = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or v == false then
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS[1]: the callId's kind binding; KEYS[2]: the callback's run counter; KEYS[3..]: one
+# mark per handler. ARGV: kind, token, lease ms, binding TTL ms, max runs.
+# Returns {bound kind, runs, state of each handler} (no states: forged or over budget).
+_CLAIM_ALL = """
+local bound = redis.call('GET', KEYS[1])
+if not bound then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+  bound = ARGV[1]
+end
+if bound ~= ARGV[1] then return {bound, 0} end
+local values = {}
+local free = false
+for i = 3, #KEYS do
+  values[i] = redis.call('GET', KEYS[i])
+  if not values[i] then free = true end
+end
+local runs = tonumber(redis.call('GET', KEYS[2]) or '0')
+if free then
+  runs = runs + 1
+  if runs > tonumber(ARGV[5]) then return {bound, runs} end
+  redis.call('SET', KEYS[2], runs, 'PX', ARGV[4])
+end
+local out = {bound, runs}
+for i = 3, #KEYS do
+  if not values[i] then
+    redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
+    out[i] = 'claimed'
+  elseif values[i] == 'done' then
+    out[i] = 'done'
+  else
+    out[i] = 'busy'
+  end
+end
+return out
+"""
+# KEYS: marks; ARGV: token, lease ms. Extends only the leases still ours.
+_RENEW_IF_OWNER = """
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+return 0
+"""
+_STATES = {b"claimed": State.CLAIMED, b"done": State.DONE, b"busy": State.BUSY}
+
+
+class RedisStore:
+    """Dedup marks in Redis, shared by every worker: ``SET NX PX`` claims, Lua settles."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10
+        )
+        self._prefix = prefix
+        self._done = self._redis.register_script(_DONE_IF_OWNER)
+        self._release = self._redis.register_script(_RELEASE_IF_OWNER)
+        self._claim_all = self._redis.register_script(_CLAIM_ALL)
+        self._renew = self._redis.register_script(_RENEW_IF_OWNER)
+
+    def _key(self, key: str, handler: str) -> str:
+        return f"{self._prefix}:dedup:{handler}:{key}"
+
+    async def claim(self, key: str, handler: str, lease: float) -> Claim:
+        token = uuid.uuid4().hex
+        rkey = self._key(key, handler)
+        try:
+            if await self._redis.set(rkey, token, nx=True, px=_ms(lease)):
+                return Claim(State.CLAIMED, token)
+            value = await self._redis.get(rkey)
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+        if value == DONE.encode():
+            return Claim(State.DONE)
+        if value is None:  # the lease expired between SET and GET: try once more
+            return await self.claim(key, handler, lease)
+        return Claim(State.BUSY)
+
+    async def claim_all(
+        self,
+        key: str,
+        call_id: str,
+        kind: str,
+        handlers: Sequence[str],
+        lease: float,
+        bind_ttl: float,
+        max_runs: int,
+    ) -> Claims:
+        token = uuid.uuid4().hex
+        keys = [
+            f"{self._prefix}:kind:{call_id}",
+            f"{self._prefix}:runs:{key}",
+            *(self._key(key, h) for h in handlers),
+        ]
+        args: list[str | int] = [kind, token, _ms(lease), _ms(bind_ttl), max_runs]
+        try:
+            reply = await self._claim_all(keys=keys, args=args)
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+        bound = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        runs = int(reply[1])
+        if bound != kind or runs > max_runs:
+            return Claims(bound, (), runs)
+        claims = tuple(
+            Claim(_STATES[state], token if state == b"claimed" else "") for state in reply[2:]
+        )
+        return Claims(bound, claims, runs)
+
+    async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
+        by_token: dict[str, list[str]] = {}
+        for handler, claim in claims.items():
+            by_token.setdefault(claim.token, []).append(self._key(key, handler))
+        try:
+            for token, keys in by_token.items():
+                await self._renew(keys=keys, args=[token, _ms(lease)])
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+
+    async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
+        try:
+            await self._done(keys=[self._key(key, handler)], args=[claim.token, int(ttl * 1000)])
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+
+    async def release(self, key: str, handler: str, claim: Claim) -> None:
+        try:
+            await self._release(keys=[self._key(key, handler)], args=[claim.token])
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+
+    async def purge(self) -> int:
+        """Delete every mark under this store's prefix (tests clean up with it)."""
+        removed = 0
+        for pattern in (f"{self._prefix}:{part}:*" for part in ("dedup", "kind", "runs")):
+            async for key in self._redis.scan_iter(pattern, count=1000):
+                removed += await self._redis.delete(key)
+        return removed
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
