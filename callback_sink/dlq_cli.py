@@ -82,7 +82,7 @@ def _count(raw: str) -> int:
 
 
 def _select(args: argparse.Namespace) -> Selection:
-    return Selection(getattr(args, "call_id", None), args.event, args.handler)
+    return Selection(*(getattr(args, k, None) for k in ("call_id", "event", "handler")))
 
 
 def _open(settings: Settings, use: Callable[[DeadLetters], Awaitable[int]]) -> int:

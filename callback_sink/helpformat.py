@@ -13,9 +13,9 @@ from callback_sink import environment
 DEBUG_HELP = "on a failure, show the traceback instead of one line"
 
 
-class Formatter(argparse.RawDescriptionHelpFormatter):
+class Formatter(argparse.HelpFormatter):
     """Shows ``(default: …)`` after an option's help when there is a default worth saying
-    (not None, not False, and not already in the text); keeps the epilog's layout."""
+    (not None, not False, and not already in the text)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
@@ -30,10 +30,14 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class CommandFormatter(Formatter, argparse.RawDescriptionHelpFormatter):
+    """A command's help: keeps the layout of the environment epilog."""
+
+
 def document(parser: argparse.ArgumentParser, path: str = "") -> None:
     """Give ``parser`` and each sub-command the formatter, the environment epilog and a
     ``--debug`` option (also accepted after the command name)."""
-    parser.formatter_class = Formatter
+    parser.formatter_class = CommandFormatter if path else Formatter
     if path:
         parser.epilog = environment.epilog(path)
         if "--debug" not in parser._option_string_actions:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from ingress.drainer import Drainer
 from ingress.limits import ConnectionGuard, Counters, IngressRunner, connection_cap, handler_args
+from ingress.memory import trim_memory
 from ingress.network import Network
 from ingress.publisher import Publisher
 from ingress.refusals import Refusals
@@ -236,7 +237,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SPOOL] = Spool(settings.spool_dir, settings.spool_max_bytes)
     app[DRAINER] = Drainer(app[SPOOL], app[PUBLISHER])
-    app.cleanup_ctx.extend([_edge, _spool, _broker, _drainer])
+    app.cleanup_ctx.extend([_edge, _spool, _broker, _drainer, trim_memory])
     app.router.add_post(settings.path, receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

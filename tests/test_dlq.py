@@ -12,7 +12,7 @@ from sink.settings import Settings
 from sink.topology import Topology
 from tests.broker import queue_depth
 from tests.conftest import Recorder, callback, post, signed
-from worker.dlq import DeadLetters, render
+from worker.dlq import DeadLetters, Selection, render
 
 Client = TestClient[Any, Any]
 
@@ -42,7 +42,7 @@ async def test_a_fixed_handler_replays_its_dead_letters_once_and_only_itself(
 
     topology = Topology(settings.topology_prefix)
     async with DeadLetters.open(settings.amqp_url, topology) as dlq:
-        letters = await dlq.letters()
+        letters = [d async for d in dlq.letters()]
     assert sorted(d.call_id for d in letters) == ["XXXX#XXXX_d1", "XXXX#XXXX_d2"]
     for d in letters:
         assert d.handlers == "tests.crm"
@@ -54,13 +54,14 @@ async def test_a_fixed_handler_replays_its_dead_letters_once_and_only_itself(
 
     broken["yes"] = False
     async with DeadLetters.open(settings.amqp_url, topology) as dlq:
-        replayed = await dlq.replay(event="muc:apply")
+        replayed = [d async for d in dlq.replay(Selection(event="muc:apply"))]
     assert [d.call_id for d in replayed] == ["XXXX#XXXX_d1"]
     async with DeadLetters.open(settings.amqp_url, topology) as dlq:
-        replayed = await dlq.replay(handler="tests.crm")
+        replayed = [d async for d in dlq.replay(Selection(handler="tests.crm"))]
     assert [d.call_id for d in replayed] == ["XXXX#XXXX_d2"]
     async with DeadLetters.open(settings.amqp_url, topology) as dlq:
-        assert await dlq.replay(call_id="XXXX#XXXX_d1") == [], "a second replay finds nothing"
+        again = [d async for d in dlq.replay(Selection(call_id="XXXX#XXXX_d1"))]
+    assert again == [], "a second replay finds nothing"
 
     await recorder.wait_for(4)
     await asyncio.sleep(0.5)
@@ -85,7 +86,7 @@ async def test_purge_deletes_only_what_it_is_asked_to(
     await wait_for_depth(settings, dead_queue, 2)
     topology = Topology(settings.topology_prefix)
     async with DeadLetters.open(settings.amqp_url, topology) as dlq:
-        purged = await dlq.purge(call_id="XXXX#XXXX_p1")
+        purged = [d async for d in dlq.purge(Selection(call_id="XXXX#XXXX_p1"))]
     assert [d.call_id for d in purged] == ["XXXX#XXXX_p1"]
     async with DeadLetters.open(settings.amqp_url, topology) as dlq:
-        assert [d.call_id for d in await dlq.letters()] == ["XXXX#XXXX_p2"]
+        assert [d.call_id async for d in dlq.letters()] == ["XXXX#XXXX_p2"]
