@@ -7,37 +7,17 @@ callback secret) are ``repr=False`` so a settings object can be logged safely.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sink.config import boolean, fraction, load, positive, read_secret_file
 from sink.errors import ConfigError
-from sink.settings import positive, read_env, read_secret_lines
+
+__all__ = ["EasemobSettings", "EmulatorSettings", "boolean", "fraction", "read_secret_file"]
 
 #: Easemob's default quota for the group REST API: 100 requests per second per app key.
 DEFAULT_RATE_LIMIT = 100.0
-
-
-def read_secret_file(var: str, path: str) -> str:
-    """The first secret of a secret file (so that a trailing newline is harmless)."""
-    return read_secret_lines(var, path)[0]
-
-
-def fraction(raw: str) -> float:
-    value = float(raw)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("must be between 0 and 1")
-    return value
-
-
-def boolean(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
 
 
 def base_url(host: str) -> str:
@@ -87,16 +67,8 @@ class EasemobSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EasemobSettings:
         """Read ``SINK_EASEMOB_*``; raise :class:`ConfigError` naming a bad or missing one."""
-        env = os.environ if env is None else env
-        values = read_env(cls, "SINK_EASEMOB_", _CLIENT_PARSERS, env)
-        secret_file = env.get("SINK_EASEMOB_CLIENT_SECRET_FILE", "").strip()
-        if "client_secret" not in values and secret_file:
-            values["client_secret"] = read_secret_file(
-                "SINK_EASEMOB_CLIENT_SECRET_FILE", secret_file
-            )
-        settings = cls(**values)
-        settings.check()
-        return settings
+        secret_file = {"client_secret": read_secret_file}
+        return load(cls, "SINK_EASEMOB_", _CLIENT_PARSERS, env, secret_files=secret_file)
 
     def check(self) -> None:
         """Either no credential at all, or all of them; and sane limits."""
@@ -172,10 +144,7 @@ class EmulatorSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmulatorSettings:
         """Read ``SINK_EMULATOR_*``; raise :class:`ConfigError` naming a bad one."""
-        env = os.environ if env is None else env
-        settings = cls(**read_env(cls, "SINK_EMULATOR_", _EMULATOR_PARSERS, env))
-        settings.check()
-        return settings
+        return load(cls, "SINK_EMULATOR_", _EMULATOR_PARSERS, env)
 
     def check(self) -> None:
         if self.sink_url and not self.sink_url.startswith(("http://", "https://")):

@@ -7,22 +7,29 @@ Secrets are never part of ``repr()``, so settings can be logged safely.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from yarl import URL
 
+from sink.config import (
+    IPNetwork,
+    csv,
+    floats,
+    load,
+    networks,
+    positive,
+    read_env,
+    read_secret_lines,
+    seconds,
+)
 from sink.errors import ConfigError
-
-T = TypeVar("T")
 
 DAY = 24 * 3600
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["DAY", "IPNetwork", "Settings", "positive", "read_env", "read_secret_lines"]
 
 
 @dataclass(frozen=True)
@@ -102,13 +109,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``SINK_*`` variable; raise :class:`ConfigError` naming a bad one."""
-        env = os.environ if env is None else env
-        values = read_env(cls, "SINK_", _PARSERS, env)
-        if "secrets" not in values and env.get("SINK_SECRETS_FILE"):
-            values["secrets"] = read_secret_lines("SINK_SECRETS_FILE", env["SINK_SECRETS_FILE"])
-        settings = cls(**values)
-        settings.check()
-        return settings
+        return load(cls, "SINK_", _PARSERS, env, secret_files={"secrets": read_secret_lines})
 
     def check(self) -> None:
         """Cross-field checks, each naming the variable at fault."""
@@ -150,71 +151,8 @@ class Settings:
             raise ConfigError("no callback secret: set SINK_SECRETS or SINK_SECRETS_FILE")
 
 
-def read_env(
-    cls: type[Any], prefix: str, parsers: Mapping[str, Callable[[str], Any]], env: Mapping[str, str]
-) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` found in ``env`` as ``{prefix}{FIELD}``, parsed; empty
-    values count as unset. A value that does not parse raises :class:`ConfigError` naming it.
-    Shared by every settings class (the REST client's, the emulator's, the directory's)."""
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        var = f"{prefix}{f.name.upper()}"
-        raw = env.get(var, "").strip()
-        if raw:
-            try:
-                values[f.name] = parsers[f.name](raw)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
-    return values
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _networks(raw: str) -> tuple[IPNetwork, ...]:
-    """A CIDR list (``10.0.0.0/8, 2001:db8::/32``); a bare address is a one-address network."""
-    return tuple(ipaddress.ip_network(part, strict=False) for part in _csv(raw))
-
-
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _floats(raw: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in _csv(raw))
-
-
-def positive(kind: Callable[[str], T]) -> Callable[[str], T]:
-    """A parser of ``kind`` that refuses zero and negative values."""
-
-    def parse(raw: str) -> T:
-        value = kind(raw)
-        if value <= 0:  # type: ignore[operator]
-            raise ValueError("must be greater than 0")
-        return value
-
-    return parse
-
-
-def read_secret_lines(var: str, path: str) -> tuple[str, ...]:
-    """The secrets in a file, one per line; blank lines and ``#`` comments are skipped."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
-    stripped = (line.strip() for line in lines)
-    secrets = tuple(line for line in stripped if line and not line.startswith("#"))
-    if not secrets:
-        raise ConfigError(f"{var}: {path} holds no secret")
-    return secrets
-
-
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "secrets": _csv,
+    "secrets": csv,
     "amqp_url": str,
     "topology_prefix": str,
     "dedup_url": str,
@@ -224,7 +162,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": int,
     "path": str,
-    "handlers": _csv,
+    "handlers": csv,
     "prefetch": int,
     "concurrency": int,
     "body_limit": int,
@@ -232,16 +170,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "spool_dir": str,
     "spool_max_bytes": positive(int),
     "ingress_processes": positive(int),
-    "retry_delays": _floats,
+    "retry_delays": floats,
     "max_attempts": int,
     "max_deliveries": int,
     "startup_timeout_s": positive(float),
     "shutdown_timeout": positive(float),
     "log_format": str.lower,
     "log_level": str.lower,
-    "max_age_s": _seconds,
-    "allowed_networks": _networks,
-    "trusted_proxies": _networks,
+    "max_age_s": seconds,
+    "allowed_networks": networks,
+    "trusted_proxies": networks,
     "read_timeout_s": positive(float),
     "keepalive_timeout_s": positive(float),
     "max_connections": int,

@@ -22,6 +22,24 @@ from aio_pika.abc import AbstractChannel
 #: message that crashes worker processes outright (never settled) must not loop forever.
 DELIVERY_LIMIT = 20
 
+#: The delays (seconds) a retry or a deferral may wait, besides the configured tiers
+#: (``SINK_RETRY_DELAYS``): every distinct delay is a durable queue, so a delay a handler asks
+#: for (``Retry(delay=…)``) is rounded up to one of these and their number stays small.
+RETRY_LADDER = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+
+
+def delay_step(delay: float, tiers: tuple[float, ...] = ()) -> float:
+    """``delay`` rounded up to a step of the ladder or a configured tier (the longest step
+    for anything longer)."""
+    steps = sorted({*RETRY_LADDER, *tiers})
+    return next((step for step in steps if step >= delay), steps[-1])
+
+
+def delay_steps_ms(tiers: tuple[float, ...] = ()) -> list[int]:
+    """Every delay queue a sink with ``tiers`` may declare, in milliseconds."""
+    return sorted({max(1, int(d * 1000)) for d in (*RETRY_LADDER, *tiers)})
+
+
 #: Quorum queues dead-letter with confirms only with these two arguments together.
 _AT_LEAST_ONCE: dict[str, Any] = {
     "x-dead-letter-strategy": "at-least-once",

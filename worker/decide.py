@@ -26,11 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sink.errors import PermanentError, Retry
+from sink.topology import delay_step
 from worker.pipeline import HandlerResult, Outcome, Result
 
-#: What a handler's ``Retry(delay=…)`` is rounded up to, seconds (besides the configured
-#: tiers): every distinct delay is a durable queue, so their number must stay small.
-RETRY_LADDER = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
 #: First delay of a deferral (another worker runs the handler, or the dedup store is down),
 #: growing by DEFER_GROWTH with every delivery up to the cap: the first few bounces come
 #: back within a claim lease (a dead worker's callbacks are taken over in seconds), and the
@@ -109,7 +107,7 @@ def decide(outcome: Outcome, delivery: Delivery, policy: Policy) -> Decision:
         republish = Republish("retry", delay, delivery.attempt + 1, handlers, tuple(retrying))
     elif waiting:
         grown = min(DEFER_DELAY * DEFER_GROWTH ** (delivery.deliveries - 1), DEFER_DELAY_CAP)
-        delay = _on_ladder(grown, ())
+        delay = delay_step(grown)
         republish = Republish("defer", delay, delivery.attempt, _names(waiting))
     return Decision(dead_letter=dead, republish=republish)
 
@@ -132,15 +130,8 @@ def _permanent(failure: HandlerResult) -> bool:
 def _retry_delay(attempt: int, failures: list[HandlerResult], tiers: tuple[float, ...]) -> float:
     asked = [f.error.delay for f in failures if isinstance(f.error, Retry) and f.error.delay]
     if asked:
-        return _on_ladder(max(asked), tiers)
+        return delay_step(max(asked), tiers)
     return tiers[min(attempt - 1, len(tiers) - 1)]
-
-
-def _on_ladder(delay: float, tiers: tuple[float, ...]) -> float:
-    """``delay`` rounded up to a step of the ladder (or a configured tier): every distinct
-    delay is a durable queue, so their number stays small."""
-    steps = sorted({*RETRY_LADDER, *tiers})
-    return next((step for step in steps if step >= delay), steps[-1])
 
 
 def _names(results: list[HandlerResult]) -> tuple[str, ...]:

@@ -30,9 +30,8 @@ from callback_sink.testing.tester import HandlerRef, HandlerSource, handler_name
 from handlers.registry import Handler, HandlerFunc, Registry
 from sink.events import Event, decode
 from sink.settings import Settings
-from sink.topology import Topology, delete
+from sink.topology import Topology, delay_steps_ms, delete
 from worker.consumer import Worker
-from worker.decide import RETRY_LADDER
 from worker.dedup import MemoryStore
 
 #: How long the ingress may take to listen, seconds.
@@ -193,7 +192,7 @@ async def _check_broker(url: str) -> None:
 
 
 async def _delete_topology(settings: Settings) -> None:
-    delays = sorted({int(d * 1000) for d in (*RETRY_LADDER, *settings.retry_delays)})
+    delays = delay_steps_ms(settings.retry_delays)
     with contextlib.suppress(AMQPError, OSError):
         connection = await aio_pika.connect(settings.amqp_url, timeout=5)
         try:

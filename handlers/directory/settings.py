@@ -6,15 +6,13 @@ it first opens its store.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from easemob.settings import boolean
+from sink.config import boolean, load
 from sink.errors import ConfigError
-from sink.settings import read_env
 
 #: The default store: an SQLite file beside the other run-time files (nothing to install).
 DEFAULT_URL = "sqlite:///var/directory.sqlite3"
@@ -38,10 +36,11 @@ class DirectorySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DirectorySettings:
         """Read ``SINK_DIRECTORY_*``; raise :class:`ConfigError` naming a bad one."""
-        env = os.environ if env is None else env
-        settings = cls(**read_env(cls, "SINK_DIRECTORY_", _PARSERS, env))
-        settings.engine_url()
-        return settings
+        return load(cls, "SINK_DIRECTORY_", _PARSERS, env)
+
+    def check(self) -> None:
+        """The URL names a database we have a driver for."""
+        self.engine_url()
 
     def engine_url(self) -> str:
         """The SQLAlchemy URL with its asyncio driver (``sqlite+aiosqlite://…``)."""
