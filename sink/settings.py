@@ -14,6 +14,7 @@ from typing import Any
 
 from yarl import URL
 
+from sink.apps import Apps, parse_apps, read_apps_file
 from sink.config import (
     IPNetwork,
     csv,
@@ -36,6 +37,12 @@ __all__ = ["DAY", "IPNetwork", "Settings", "positive", "read_env", "read_secret_
 class Settings:
     #: Callback secrets (one per Easemob callback rule); any of them validates a callback.
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Apps and their own secrets (``org#app=secret|secret,…``): with it, a callback is
+    #: accepted only with a secret of the app its callId names (see :mod:`sink.apps`).
+    apps: Apps = field(default=(), repr=False)
+    #: How long the exemption from the replay window that ``callback-sink backfill`` opens
+    #: for each bucket it asks Easemob to re-send stays open, seconds.
+    backfill_window_s: float = 3600.0
     #: RabbitMQ connection URL.
     amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     #: Prefix of every exchange and queue name, so several sinks can share one broker.
@@ -54,6 +61,12 @@ class Settings:
     port: int = 8080
     #: HTTP path Easemob posts to.
     path: str = "/callbacks"
+    #: HTTP path of the pre-send (moderation) callback, answered by the ``@presend`` chain.
+    presend_path: str = "/presend"
+    #: The pre-send answer is sent within this many milliseconds, whatever the chain does.
+    presend_budget_ms: float = 150.0
+    #: Answered on a chain's time-out or error: ``accept`` (Easemob's own default) or ``reject``.
+    presend_default: str = "accept"
     #: Handler modules to load, comma-separated dotted paths (plus entry points).
     handlers: tuple[str, ...] = ("handlers.log",)
     #: Unacknowledged messages the broker hands one worker at a time.
@@ -105,14 +118,28 @@ class Settings:
     reject_log_rate: int = 5
     #: Event loop: ``auto`` (uvloop where installed) or ``asyncio``.
     loop: str = "auto"
+    #: After SIGTERM, how long a stopping ingress answers /readyz 503 while still accepting
+    #: callbacks, seconds: time for load balancers to take it out before it stops listening.
+    drain_delay: float = 5.0
+    #: Listen address and port of the worker's health and metrics server (port 0: none).
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 8081
+    #: How often a worker reads the depth of the queues for its metrics, seconds.
+    queue_poll_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``SINK_*`` variable; raise :class:`ConfigError` naming a bad one."""
-        return load(cls, "SINK_", _PARSERS, env, secret_files={"secrets": read_secret_lines})
+        files = {"secrets": read_secret_lines, "apps": read_apps_file}
+        return load(cls, "SINK_", _PARSERS, env, secret_files=files)
 
     def check(self) -> None:
         """Cross-field checks, each naming the variable at fault."""
+        if self.secrets and self.apps:
+            raise ConfigError(
+                "set SINK_APPS (or SINK_APPS_FILE) or SINK_SECRETS (or SINK_SECRETS_FILE), "
+                "not both: SINK_SECRETS means any app, SINK_APPS each app its own secrets"
+            )
         if not self.dedup_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
             raise ConfigError("SINK_DEDUP_URL must start with memory://, redis:// or rediss://")
         if not self.amqp_url.startswith(("amqp://", "amqps://")):
@@ -128,6 +155,10 @@ class Settings:
             raise ConfigError("SINK_LOG_LEVEL must be debug, info, warning or error")
         if not self.path.startswith("/"):
             raise ConfigError("SINK_PATH must start with /")
+        if not self.presend_path.startswith("/") or self.presend_path == self.path:
+            raise ConfigError("SINK_PRESEND_PATH must start with / and differ from SINK_PATH")
+        if self.presend_default not in ("accept", "reject"):
+            raise ConfigError("SINK_PRESEND_DEFAULT must be accept or reject")
         for name in ("prefetch", "concurrency", "body_limit", "max_attempts", "max_deliveries",
                      "port"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -142,17 +173,24 @@ class Settings:
             )
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigError("SINK_LOOP must be auto, asyncio or uvloop")
+        if not 0 <= self.worker_port <= 65535:
+            raise ConfigError("SINK_WORKER_PORT must be a port number, or 0 for no server")
         if not self.retry_delays or min(self.retry_delays) <= 0:
             raise ConfigError("SINK_RETRY_DELAYS must be positive numbers of seconds")
 
     def require_secrets(self) -> None:
         """The ingress cannot verify anything without a secret."""
-        if not self.secrets:
-            raise ConfigError("no callback secret: set SINK_SECRETS or SINK_SECRETS_FILE")
+        if not self.secrets and not self.apps:
+            raise ConfigError(
+                "no callback secret: set SINK_SECRETS, SINK_SECRETS_FILE, SINK_APPS or "
+                "SINK_APPS_FILE"
+            )
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "secrets": csv,
+    "apps": parse_apps,
+    "backfill_window_s": positive(float),
     "amqp_url": str,
     "topology_prefix": str,
     "dedup_url": str,
@@ -162,6 +200,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": int,
     "path": str,
+    "presend_path": str,
+    "presend_budget_ms": positive(float),
+    "presend_default": str.lower,
     "handlers": csv,
     "prefetch": int,
     "concurrency": int,
@@ -186,4 +227,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_inflight": int,
     "reject_log_rate": int,
     "loop": str.lower,
+    "drain_delay": seconds,
+    "worker_host": str,
+    "worker_port": int,
+    "queue_poll_s": positive(float),
 }

@@ -126,5 +126,5 @@ async def test_a_renewed_lease_outlives_its_first_term(store: DedupStore) -> Non
     found = await store.claim_all("call-1", "call-1", "k", ["a"], 0.2, 60, 20)
     for _ in range(3):
         await asyncio.sleep(0.1)
-        await store.renew("call-1", {"a": found.claims[0]}, 0.2)
+        await store.renew([(("call-1", "a"), found.claims[0])], 0.2)
     assert (await store.claim("call-1", "a", lease=30)).state is State.BUSY

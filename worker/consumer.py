@@ -31,11 +31,13 @@ from handlers.registry import Registry
 from sink import logs
 from sink.errors import DecodeError, DedupUnavailable, StartupError
 from sink.events import decode
+from sink.metrics import WorkerMetrics
 from sink.settings import Settings
 from sink.topology import Topology, declare
 from worker.decide import Policy, decide
 from worker.dedup import DedupStore
 from worker.gate import Gate
+from worker.leases import Leases
 from worker.pipeline import Outcome, Result, RunPolicy, dispatch
 from worker.settle import Settler, delivery_of, settled_of
 
@@ -53,16 +55,16 @@ def policy_of(settings: Settings) -> Policy:
     return Policy(settings.max_attempts, settings.retry_delays)
 
 
-def run_policy_of(settings: Settings, registry: Registry) -> RunPolicy:
+def run_policy_of(settings: Settings, registry: Registry, store: DedupStore) -> RunPolicy:
     slots = {
         h.name: asyncio.Semaphore(h.options.concurrency)
         for h in registry.handlers
         if h.options.concurrency is not None
     }
+    leases = Leases(store, settings.claim_lease)
     return RunPolicy(
-        settings.handler_timeout, settings.claim_lease, settings.dedup_ttl,
-        settings.max_deliveries, slots,
-    )  # fmt: skip
+        settings.handler_timeout, settings.dedup_ttl, leases, settings.max_deliveries, slots
+    )
 
 
 async def with_retries(what: str, attempt: Callable[[], Awaitable[T]], patience: float) -> T:
@@ -88,10 +90,19 @@ async def with_retries(what: str, attempt: Callable[[], Awaitable[T]], patience:
 class Worker:
     """Consumes the work queue; ``async with Worker(...)`` starts and stops it."""
 
-    def __init__(self, settings: Settings, registry: Registry, store: DedupStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        store: DedupStore,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
+        #: Where handler outcomes are counted (by default a registry of this worker's own).
+        self.metrics = metrics or WorkerMetrics()
+        self.metrics.bind(h.name for h in registry.handlers)
         self.topology = Topology(settings.topology_prefix)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -99,7 +110,7 @@ class Worker:
         self._consumer_tag: str | None = None
         self._settler: Settler | None = None
         self._policy = policy_of(settings)
-        self._run_policy = run_policy_of(settings, registry)
+        self._run_policy = run_policy_of(settings, registry, store)
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._gate = Gate()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -132,7 +143,7 @@ class Worker:
         self._channel = channel
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         await declare(channel, self.topology)
-        self._settler = Settler(channel, self.topology)
+        self._settler = Settler(channel, self.topology, self.metrics)
         # ensure=True declares (passively) through the robust channel, which then restores
         # the queue and its consumer after a reconnection; ensure=False would not.
         self._queue = await channel.get_queue(self.topology.work_queue, ensure=True)
@@ -144,6 +155,11 @@ class Worker:
             prefetch=self.settings.prefetch,
             concurrency=self.settings.concurrency,
         )
+
+    @property
+    def consuming(self) -> bool:
+        """Taking messages: started, not stopping, not paused for the dedup store."""
+        return self._consumer_tag is not None and not self._stopping
 
     async def _consume(self) -> None:
         assert self._queue is not None
@@ -176,6 +192,7 @@ class Worker:
         log.info("worker.stopped")
 
     async def _close(self) -> None:
+        await self._run_policy.leases.close()
         if self._connection is not None:
             await self._connection.close()
         await self.registry.shutdown()

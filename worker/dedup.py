@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,8 +76,9 @@ class DedupStore(Protocol):
         free handler of callback ``key`` at once (one token for all) and count one more run
         when any was free, unless that run would be past ``max_runs``: then claim none."""
 
-    async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
-        """Extend the leases of claims still held (a no-op for claims lost or settled)."""
+    async def renew(self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float) -> None:
+        """Extend the leases of ``((key, handler), claim)`` still held (a no-op for claims
+        lost or settled), all in one call."""
 
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
         """Record that ``handler`` succeeded; later claims answer DONE for ``ttl`` seconds."""
@@ -171,10 +172,10 @@ class MemoryStore:
                 claims.append(Claim(State.CLAIMED, token))
         return Claims(bound, tuple(claims), runs)
 
-    async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
-        for handler, claim in claims.items():
-            if self._live((key, handler)) == claim.token:
-                self._set((key, handler), claim.token, lease)
+    async def renew(self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float) -> None:
+        for slot, claim in held:
+            if self._live(slot) == claim.token:
+                self._set(slot, claim.token, lease)
 
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
         self._set((key, handler), DONE, ttl)

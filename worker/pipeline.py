@@ -2,9 +2,10 @@
 
 Every subscribed handler not already settled is claimed in one round trip
 (:meth:`DedupStore.claim_all`, which also binds the callId to its kind of event), then run one
-after another under its own time-out and concurrency cap while a background task renews the
-leases. :mod:`worker.decide` turns the :class:`Outcome` into ack / retry / dead-letter, and
-:mod:`worker.settle` carries that out. Handlers never see the AMQP message.
+after another under its own time-out and concurrency cap while the worker's
+:class:`~worker.leases.Leases` renews the claims it holds. :mod:`worker.decide` turns the
+:class:`Outcome` into ack / retry / dead-letter, and :mod:`worker.settle` carries that out.
+Handlers never see the AMQP message.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from sink import logs
 from sink.errors import DedupUnavailable
 from sink.events import Event
 from worker.dedup import Claim, DedupStore, State
+from worker.leases import Leases
 
 log = logs.get("worker")
 
 #: Of a handler's time-out, how long its successful done mark may be retried through a
 #: dedup-store outage (the lease is renewed meanwhile, so nobody else takes it over).
 DONE_PATIENCE = 0.9
-#: How many times per lease a held claim is renewed: a lost renewal or two is harmless.
-RENEWALS_PER_LEASE = 3
 
 
 class Result(enum.Enum):
@@ -83,8 +83,9 @@ class RunPolicy:
     """The worker-wide limits a handler runs under unless its ``@on(...)`` overrides them."""
 
     handler_timeout: float
-    lease: float
     done_ttl: float
+    #: The worker's held claims, renewed together; their lease is ``leases.lease``.
+    leases: Leases
     #: Deliveries that may start handlers (``SINK_MAX_DELIVERIES``), crashes included.
     max_runs: int = 20
     slots: Mapping[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -113,7 +114,7 @@ async def dispatch(
     try:
         found = await store.claim_all(
             event.dedup_key, event.call_id, event.kind, [h.name for h in pending],
-            policy.lease, policy.done_ttl, policy.max_runs,
+            policy.leases.lease, policy.done_ttl, policy.max_runs,
         )  # fmt: skip
     except DedupUnavailable as exc:
         outcome.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]
@@ -125,51 +126,29 @@ async def dispatch(
     if found.over_budget(policy.max_runs):
         outcome.over_budget = True
         return outcome
+    leases, key = policy.leases, event.dedup_key
     held = {h.name: c for h, c in zip(pending, found.claims, strict=True) if c.token}
-    async with _renewing(store, event.dedup_key, held, policy.lease):
-        try:
-            for handler, claim in zip(pending, found.claims, strict=True):
-                if claim.state is State.DONE:
-                    outcome.results.append(HandlerResult(handler, Result.DUPLICATE))
-                elif claim.state is State.BUSY:
-                    outcome.results.append(HandlerResult(handler, Result.BUSY))
-                else:
-                    result = await _run_one(event, handler, store, claim, policy)
-                    held.pop(handler.name, None)
-                    outcome.results.append(result)
-        finally:
-            # Whatever stopped us early (shutdown, SystemExit from a handler), the claims
-            # not run must not wait out their lease before another worker may take them.
-            for name, claim in list(held.items()):
-                held.pop(name)
-                await _release_quietly(store, event, name, claim)
-    return outcome
-
-
-@contextlib.asynccontextmanager
-async def _renewing(
-    store: DedupStore, key: str, held: dict[str, Claim], lease: float
-) -> AsyncIterator[None]:
-    """Renew the leases in ``held`` (which the caller shrinks as handlers finish)."""
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(lease / RENEWALS_PER_LEASE)
-            try:
-                await store.renew(key, dict(held), lease)
-            except DedupUnavailable as exc:
-                log.warning("dedup.renew_failed", error=str(exc))
-
-    if not held:
-        yield
-        return
-    task = asyncio.create_task(renew())
+    for name, claim in held.items():
+        leases.hold(key, name, claim)
     try:
-        yield
+        for handler, claim in zip(pending, found.claims, strict=True):
+            if claim.state is State.DONE:
+                outcome.results.append(HandlerResult(handler, Result.DUPLICATE))
+            elif claim.state is State.BUSY:
+                outcome.results.append(HandlerResult(handler, Result.BUSY))
+            else:
+                result = await _run_one(event, handler, store, claim, policy)
+                held.pop(handler.name, None)
+                leases.drop(key, handler.name)
+                outcome.results.append(result)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Whatever stopped us early (shutdown, SystemExit from a handler), the claims not run
+        # must not wait out their lease before another worker may take them.
+        for name, claim in list(held.items()):
+            held.pop(name)
+            leases.drop(key, name)
+            await _release_quietly(store, event, name, claim)
+    return outcome
 
 
 async def _run_one(

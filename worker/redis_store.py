@@ -5,7 +5,7 @@ marks and releases check that the lease is still ours."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -62,10 +62,10 @@ for i = 3, #KEYS do
 end
 return out
 """
-# KEYS: marks; ARGV: token, lease ms. Extends only the leases still ours.
+# KEYS: marks; ARGV: lease ms, then the token of each mark. Extends only the leases still ours.
 _RENEW_IF_OWNER = """
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 end
 return 0
 """
@@ -133,13 +133,13 @@ class RedisStore:
         )
         return Claims(bound, claims, runs)
 
-    async def renew(self, key: str, claims: Mapping[str, Claim], lease: float) -> None:
-        by_token: dict[str, list[str]] = {}
-        for handler, claim in claims.items():
-            by_token.setdefault(claim.token, []).append(self._key(key, handler))
+    async def renew(self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float) -> None:
+        if not held:
+            return
+        keys = [self._key(key, handler) for (key, handler), _ in held]
+        args: list[str | int] = [_ms(lease), *(claim.token for _, claim in held)]
         try:
-            for token, keys in by_token.items():
-                await self._renew(keys=keys, args=[token, _ms(lease)])
+            await self._renew(keys=keys, args=args)
         except RedisError as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
 

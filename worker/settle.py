@@ -21,6 +21,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from sink import headers, logs
 from sink.errors import DecodeError
+from sink.metrics import WorkerMetrics
 from sink.topology import Topology, declare_delay
 from worker.decide import Decision, Delivery, Republish
 from worker.pipeline import HandlerResult, Outcome, Result
@@ -29,6 +30,8 @@ log = logs.get("worker")
 
 #: Longest error message kept in a dead letter's headers.
 MAX_ERROR_CHARS = 500
+#: ``callback.handled`` outcomes as counted in ``callback_sink_worker_handled_total``.
+METRIC_OUTCOMES = {"ok": "ok", "duplicate": "duplicate", "failed": "retry", "dead": "dead_letter"}
 #: What a failed settle step can raise when the channel went away under it.
 CHANNEL_ERRORS = (AMQPError, ChannelInvalidStateError, RuntimeError)
 
@@ -38,9 +41,12 @@ def now_iso() -> str:
 
 
 class Settler:
-    def __init__(self, channel: AbstractChannel, topology: Topology) -> None:
+    def __init__(
+        self, channel: AbstractChannel, topology: Topology, metrics: WorkerMetrics | None = None
+    ) -> None:
         self._channel = channel
         self._topology = topology
+        self._metrics = metrics
         self._delay_queues: set[int] = set()
 
     async def settle(
@@ -51,7 +57,7 @@ class Settler:
         decision: Decision,
     ) -> None:
         """Carry out ``decision``; on any failure hand the message back (never hold it)."""
-        log_outcome(outcome, delivery, decision)
+        log_outcome(outcome, delivery, decision, self._metrics)
         try:
             if decision.dead_letter is not None:
                 await self._dead_letter(message, outcome, delivery, decision)
@@ -145,9 +151,13 @@ def retry_settled(outcome: Outcome, decision: Decision) -> frozenset[str]:
     return outcome.settled | frozenset(given_up)
 
 
-def log_outcome(outcome: Outcome, delivery: Delivery, decision: Decision) -> None:
+def log_outcome(
+    outcome: Outcome, delivery: Delivery, decision: Decision, metrics: WorkerMetrics | None = None
+) -> None:
     """One ``callback.handled`` line per handler: ``ok``, ``duplicate``, ``failed`` (will be
-    retried) or ``dead``; deferrals at debug; a forgery or an exhausted budget at error."""
+    retried) or ``dead``; deferrals at debug; a forgery or an exhausted budget at error.
+    Each is counted in ``metrics`` too (``retry``, ``dead_letter``, ``deferred``)."""
+    metrics = metrics or _UNCOUNTED
     event = outcome.event
     if decision.forged_as is not None:
         log.error("callback.forged", call_id=event.call_id, event_name=event.name,
@@ -157,19 +167,29 @@ def log_outcome(outcome: Outcome, delivery: Delivery, decision: Decision) -> Non
     if dead is not None and dead.reason == "delivery-limit":
         log.error("callback.delivery_limit", call_id=event.call_id, event_name=event.name,
                   deliveries=delivery.deliveries)  # fmt: skip
+        for handler in dead.handlers:
+            metrics.handled(handler, "dead_letter")
     dead_names = set(dead.handlers) if dead else set()
     for r in outcome.results:
         if r.result in (Result.BUSY, Result.UNAVAILABLE):
             log.debug("callback.deferred", handler=r.handler.name, reason=r.result.value)
+            metrics.handled(r.handler.name, "deferred")
             continue
         fields: dict[str, Any] = {}
         if r.error is not None:
             fields = {"error_type": type(r.error).__name__, "error": _text(r.error)}
         failed = r.result is Result.FAILED
         name = "dead" if failed and r.handler.name in dead_names else r.result.value
+        metrics.handled(r.handler.name, METRIC_OUTCOMES.get(name, name))
+        if r.result is not Result.DUPLICATE:
+            metrics.ran(r.handler.name, r.duration_ms / 1000)
         log.info("callback.handled", call_id=event.call_id, event_name=event.name,
                  handler=r.handler.name, outcome=name, duration_ms=r.duration_ms,
                  attempt=delivery.attempt, **fields)  # fmt: skip
+
+
+#: Where the counts go when nobody asked for them (the testing kit, unit tests).
+_UNCOUNTED = WorkerMetrics()
 
 
 def delivery_of(message: AbstractIncomingMessage) -> Delivery:

@@ -163,7 +163,7 @@ class SinkTester:
         self.settings = replace(settings or Settings(), **overrides)
         self.store = MemoryStore()
         self._policy = policy_of(self.settings)
-        self._run_policy = run_policy_of(self.settings, registry)
+        self._run_policy = run_policy_of(self.settings, registry, self.store)
         self._started = False
 
     async def __aenter__(self) -> SinkTester:
@@ -186,6 +186,7 @@ class SinkTester:
 
     async def shutdown(self) -> None:
         """Await the ``@on_shutdown`` hooks, if the start-up hooks ran."""
+        await self._run_policy.leases.close()
         if self._started:
             self._started = False
             await self.registry.shutdown()

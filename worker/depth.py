@@ -1,0 +1,104 @@
+"""Queue depths for the worker's metrics, read every ``SINK_QUEUE_POLL_S`` seconds.
+
+A passive declare answers with a queue's count of ready messages without touching them. The
+work and dead-letter queues always exist; a delay queue exists only once some worker retried
+into it, so every name a retry can use (:func:`~sink.topology.delay_steps_ms`: the ladder and
+the configured ``SINK_RETRY_DELAYS``) is asked for and those missing count as empty. A passive
+declare of a missing queue closes its channel, so the poll uses a connection of its own and
+opens a new channel after each miss. A few dozen round trips every 15 seconds, never one per
+scrape: a scrape only reads the gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelInvalidStateError
+
+from sink import logs
+from sink.metrics import WorkerMetrics
+from sink.settings import Settings
+from sink.topology import Topology, delay_steps_ms
+
+log = logs.get("worker")
+
+#: A poll that takes longer than this is abandoned until the next interval, seconds.
+POLL_TIMEOUT = 10.0
+
+
+class QueueDepths:
+    """Sets ``callback_sink_queue_messages{queue}`` from the broker, periodically."""
+
+    def __init__(self, settings: Settings, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.topology = Topology(settings.topology_prefix)
+        delays = delay_steps_ms(settings.retry_delays)
+        self.delay_queues = [self.topology.delay_queue(ms) for ms in delays]
+        self._connection: AbstractConnection | None = None
+
+    async def poll(self) -> dict[str, int]:
+        """Read every depth once and set the gauges; returns them by ``queue`` label."""
+        if self._connection is None or self._connection.is_closed:
+            self._connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
+        connection = self._connection
+        channel = await connection.channel()
+        try:
+            counts = {"work": 0, "retry": 0, "dead_letter": 0}
+            names = [("work", self.topology.work_queue), ("dead_letter", self.topology.dead_queue)]
+            names += [("retry", name) for name in self.delay_queues]
+            for label, name in names:
+                found, channel = await _ready(connection, channel, name)
+                counts[label] += found
+        finally:
+            with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
+                await channel.close()
+        for label, count in counts.items():
+            self.metrics.queues[label].set(count)
+        return counts
+
+    async def run(self) -> None:
+        """Poll until cancelled; a broker that does not answer leaves the last values."""
+        while True:
+            try:
+                await asyncio.wait_for(self.poll(), POLL_TIMEOUT)
+            except (TimeoutError, OSError, AMQPError, ChannelInvalidStateError) as exc:
+                log.warning("worker.queue_depth_failed", error=f"{type(exc).__name__}: {exc}")
+                await self.close()
+            await asyncio.sleep(self.settings.queue_poll_s)
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(AMQPError, OSError, RuntimeError):
+                await connection.close()
+
+
+async def _ready(
+    connection: AbstractConnection, channel: AbstractChannel, name: str
+) -> tuple[int, AbstractChannel]:
+    """The ready messages of queue ``name`` (0 if it does not exist) and a usable channel."""
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+    except ChannelClosed:  # 404: the queue does not exist, and the channel is gone
+        return 0, await connection.channel()
+    count = queue.declaration_result.message_count
+    return count or 0, channel
+
+
+@contextlib.asynccontextmanager
+async def polling(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator[QueueDepths]:
+    """Poll the queue depths in the background for as long as the context lasts."""
+    depths = QueueDepths(settings, metrics)
+    task = asyncio.create_task(depths.run())
+    try:
+        yield depths
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await depths.close()
