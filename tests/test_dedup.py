@@ -128,3 +128,22 @@ async def test_a_renewed_lease_outlives_its_first_term(store: DedupStore) -> Non
         await asyncio.sleep(0.1)
         await store.renew([(("call-1", "a"), found.claims[0])], 0.2)
     assert (await store.claim("call-1", "a", lease=30)).state is State.BUSY
+
+
+async def test_concurrent_claims_and_done_marks_each_get_their_own_answer(
+    redis_store: RedisStore,
+) -> None:
+    keys = [f"call-{i}" for i in range(50)]
+    found = await asyncio.gather(
+        *(redis_store.claim_all(k, k, "muc:apply", ["a"], 30, 60, 20) for k in keys)
+    )
+    assert all(f.claims[0].state is State.CLAIMED for f in found)
+    await asyncio.gather(
+        *(redis_store.done(k, "a", f.claims[0], ttl=60) for k, f in zip(keys, found, strict=True))
+    )
+    again = await asyncio.gather(
+        *(redis_store.claim_all(k, k, "muc:kick" if i % 2 else "muc:apply", ["a"], 30, 60, 20)
+          for i, k in enumerate(keys))
+    )  # fmt: skip
+    assert [bool(f.claims) for f in again] == [i % 2 == 0 for i in range(50)]
+    assert all(f.claims[0].state is State.DONE for f in again if f.claims)

@@ -7,6 +7,11 @@ settle (:mod:`worker.settle`, the one owner of every ack and nack).
 At start-up the worker waits for the broker and the dedup store (retrying with backoff for
 ``SINK_STARTUP_TIMEOUT_S``), then awaits the handlers' ``@on_startup`` hooks, and only then
 consumes; any of these failing raises :class:`StartupError`: one line, a non-zero exit.
+
+The broker is the first node of ``SINK_AMQP_URL`` that answers; when that node dies the
+robust connection moves on to the next (:mod:`sink.amqp`), its channel restores the prefetch,
+the declarations and the consumer there, and the deliveries that were in hand are redelivered
+by the broker (their acks cannot reach it any more) and deduplicated.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import aio_pika
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -29,6 +33,7 @@ from structlog.contextvars import bound_contextvars
 
 from handlers.registry import Registry
 from sink import logs
+from sink.amqp import connect_any
 from sink.errors import DecodeError, DedupUnavailable, StartupError
 from sink.events import decode
 from sink.metrics import WorkerMetrics
@@ -49,6 +54,10 @@ T = TypeVar("T")
 DEDUP_PROBE_INTERVAL = 1.0
 #: Start-up retry backoff: first wait and cap, seconds.
 STARTUP_BACKOFF = (0.5, 5.0)
+#: Once connected, how soon the robust connection retries after a loss, seconds. The first
+#: retry is immediate and goes to the next node of a cluster; deliveries in hand when the
+#: node died cannot be acked any more and come back (redelivered, deduplicated).
+RECONNECT_INTERVAL = 1.0
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -103,7 +112,7 @@ class Worker:
         #: Where handler outcomes are counted (by default a registry of this worker's own).
         self.metrics = metrics or WorkerMetrics()
         self.metrics.bind(h.name for h in registry.handlers)
-        self.topology = Topology(settings.topology_prefix)
+        self.topology = Topology(settings.topology_prefix, settings.quorum_size)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -129,7 +138,9 @@ class Worker:
         timeout = self.settings.startup_timeout_s
         self._connection = await with_retries(
             "RabbitMQ (SINK_AMQP_URL)",
-            lambda: aio_pika.connect_robust(self.settings.amqp_url, timeout=5),
+            lambda: connect_any(
+                self.settings.amqp_urls, per_node=5, reconnect_interval=RECONNECT_INTERVAL
+            ),
             timeout,
         )
         try:
@@ -208,9 +219,15 @@ class Worker:
                     assert self._settler is not None
                     await self._settler.requeue(message)
                     return
-                gate = self._gate.exclusive() if message.redelivered else self._gate.shared()
-                async with gate:
-                    await self.handle(message)
+                if message.redelivered:
+                    async with self._gate.alone():
+                        await self.handle(message)
+                else:
+                    await self._gate.enter()
+                    try:
+                        await self.handle(message)
+                    finally:
+                        self._gate.leave()
         finally:
             self._inflight.discard(task)
 

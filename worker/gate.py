@@ -17,34 +17,31 @@ from collections.abc import AsyncIterator
 class Gate:
     def __init__(self) -> None:
         self._shared = 0
-        self._exclusive = False
-        self._changed = asyncio.Condition()
+        self._open = asyncio.Event()  # no suspect is running or waiting to run
+        self._open.set()
+        self._idle = asyncio.Event()  # no ordinary delivery is running
+        self._idle.set()
+        self._suspects = asyncio.Lock()
 
-    @contextlib.asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        if self._exclusive:
-            async with self._changed:
-                await self._changed.wait_for(lambda: not self._exclusive)
+    async def enter(self) -> None:
+        """An ordinary delivery starts (pair it with :meth:`leave`)."""
+        while not self._open.is_set():
+            await self._open.wait()
         self._shared += 1
-        try:
-            yield
-        finally:
-            self._shared -= 1
-            if self._shared == 0 and self._exclusive:  # a suspect waits for us
-                await self._notify()
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._shared -= 1
+        if self._shared == 0:
+            self._idle.set()
 
     @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._exclusive)
-            self._exclusive = True
-            await self._changed.wait_for(lambda: self._shared == 0)
-        try:
-            yield
-        finally:
-            self._exclusive = False
-            await self._notify()
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    async def alone(self) -> AsyncIterator[None]:
+        """A suspect delivery runs with nothing else in flight."""
+        async with self._suspects:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from sink.errors import DedupUnavailable
 from worker.dedup import DONE, Claim, Claims, State
+from worker.redis_batch import ScriptBatcher
 
 # Mark done / release only while we still hold the lease we took: a worker whose lease
 # expired must not overwrite another worker's newer claim.
@@ -84,6 +85,7 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE_IF_OWNER)
         self._claim_all = self._redis.register_script(_CLAIM_ALL)
         self._renew = self._redis.register_script(_RENEW_IF_OWNER)
+        self._batch = ScriptBatcher(self._redis)
 
     def _key(self, key: str, handler: str) -> str:
         return f"{self._prefix}:dedup:{handler}:{key}"
@@ -121,8 +123,8 @@ class RedisStore:
         ]
         args: list[str | int] = [kind, token, _ms(lease), _ms(bind_ttl), max_runs]
         try:
-            reply = await self._claim_all(keys=keys, args=args)
-        except RedisError as exc:
+            reply = await self._batch.call(self._claim_all, keys, args)
+        except (RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
         bound = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         runs = int(reply[1])
@@ -145,8 +147,9 @@ class RedisStore:
 
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
         try:
-            await self._done(keys=[self._key(key, handler)], args=[claim.token, int(ttl * 1000)])
-        except RedisError as exc:
+            keys, args = [self._key(key, handler)], [claim.token, _ms(ttl)]
+            await self._batch.call(self._done, keys, args)
+        except (RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
 
     async def release(self, key: str, handler: str, claim: Claim) -> None:
