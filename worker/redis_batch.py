@@ -14,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
 
@@ -48,16 +48,18 @@ class ScriptBatcher:
                 _fail(future, exc)
             return
         pipe = self._client.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
-            for script, keys, args, _ in batch:
-                await script(keys=keys, args=args, client=pipe)
             results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:  # execute() has reset the pipeline already
             for *_, future in batch:
                 _fail(future, exc)
             return
-        for (*_, future), result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
+        for (script, keys, args, future), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                await self._flush([(script, keys, args, future)])
+            elif isinstance(result, Exception):
                 _fail(future, result)
             else:
                 _settle(future, result)
