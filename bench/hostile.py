@@ -288,6 +288,8 @@ async def main() -> int:
         "SINK_TEST_RECORD_DIR": str(work / "records"),
         "SINK_MAX_DELIVERIES": "3",
         "SINK_CLAIM_LEASE": "1",
+        "SINK_DRAIN_DELAY": "0",
+        "SINK_WORKER_PORT": "0",
     }
     connection = await aio_pika.connect(amqp_url)
     await declare(await connection.channel(), Topology(prefix))

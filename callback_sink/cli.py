@@ -147,7 +147,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if not settings.secrets:
+    if not settings.secrets and not settings.apps:
         settings = replace(settings, secrets=(ensure_dev_secret(),))
         print(f"callback-sink: no SINK_SECRETS set; using the development secret in "
               f"{DEV_SECRET_FILE.resolve()}: {settings.secrets[0]}", flush=True)  # fmt: skip

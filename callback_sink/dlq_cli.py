@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -88,8 +87,6 @@ def _select(args: argparse.Namespace) -> Selection:
 def _open(settings: Settings, use: Callable[[DeadLetters], Awaitable[int]]) -> int:
     """Open the dead-letter queue of ``settings``, run ``use`` on it, close it (every
     message not acked goes back)."""
-    for name in ("aiormq", "aio_pika"):  # their connection warnings would be a second line
-        logging.getLogger(name).setLevel(logging.CRITICAL)
 
     async def run() -> int:
         async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
@@ -102,8 +99,9 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     async def use(q: DeadLetters) -> int:
         shown = await _print(q.letters(_select(args), limit=args.limit), args.json, table=True)
         if not args.json:
-            print(f"{shown} dead letter(s)" if shown == q.depth else
-                  f"{shown} of {q.depth} dead letter(s) shown (--limit, --event, --handler)")  # fmt: skip
+            whole = shown == q.depth
+            print(f"{shown} dead letter(s)" if whole else f"{shown} of {q.depth} dead letter(s) "
+                  "shown (--limit, --event, --handler)")  # fmt: skip
         return 0
 
     return _open(settings, use)

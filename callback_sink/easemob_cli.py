@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from callback_sink import backfill
 from callback_sink.errors_cli import Failure
 from callback_sink.service import stop_on_signals
 from easemob.emulator import Emulator, serve
@@ -35,7 +36,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, help="listen port (SINK_EMULATOR_PORT, default 8090)")
     p.add_argument("--sink-url", help="where callbacks go ('none': nowhere) "
                    "(SINK_EMULATOR_SINK_URL, default http://127.0.0.1:8080/callbacks)")  # fmt: skip
+    p.add_argument("--callback-storage", action="store_true", default=None,
+                   help="keep callbacks that failed twice and re-send them on request, like "
+                   "Easemob's callback storage (SINK_EMULATOR_CALLBACK_STORAGE)")  # fmt: skip
     p.set_defaults(command=_emulate)
+    backfill.register(sub)
 
     groups = sub.add_parser("groups", help="read the group directory (handlers.directory)")
     groups.set_defaults(command=lambda args, settings: _usage(groups))
@@ -56,7 +61,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _emulate(args: argparse.Namespace, settings: Settings) -> int:
     emulator_settings = EmulatorSettings.from_env()
-    overrides = {"host": args.host, "port": args.port, "sink_url": args.sink_url}
+    overrides = {"host": args.host, "port": args.port, "sink_url": args.sink_url,
+                 "callback_storage": args.callback_storage}  # fmt: skip
     chosen: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if chosen.get("sink_url", "").lower() == "none":
         chosen["sink_url"] = ""
@@ -67,8 +73,8 @@ def _emulate(args: argparse.Namespace, settings: Settings) -> int:
     s = emulator_settings
     print(f"callback-sink emulate: REST API http://{s.host}:{s.port}/{s.org}/{s.app} "
           f"(client id {s.client_id}; secret: SINK_EMULATOR_CLIENT_SECRET)\n"
-          f"callback-sink emulate: callbacks to {s.sink_url or 'nowhere (kept in memory)'}",
-          flush=True)  # fmt: skip
+          f"callback-sink emulate: callbacks to {s.sink_url or 'nowhere (kept in memory)'}"
+          + ("; callback storage on" if s.callback_storage else ""), flush=True)  # fmt: skip
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -86,6 +92,9 @@ def _callback_secret(emulator: EmulatorSettings, settings: Settings) -> str:
         return emulator.callback_secret
     if settings.secrets:
         return settings.secrets[0]
+    for appkey, secrets in settings.apps:  # SINK_APPS: the emulated app's own secret
+        if appkey == emulator.appkey:
+            return secrets[0]
     dev = read_dev_secret()
     if dev:
         return dev

@@ -9,10 +9,9 @@ operator may paste it in a ticket: secrets hidden, URLs without their password.
 from __future__ import annotations
 
 import inspect
-import textwrap
 import re
+import textwrap
 from dataclasses import MISSING, Field, dataclass, fields
-from functools import cache
 from typing import Any
 
 from yarl import URL
@@ -30,15 +29,17 @@ SOURCES: tuple[tuple[type[Any], str], ...] = (
 )
 
 _INGRESS = (
-    "secrets", "amqp_url", "topology_prefix", "host", "port", "path", "body_limit",
-    "publish_timeout", "spool_dir", "spool_max_bytes", "ingress_processes", "max_age_s",
+    "secrets", "apps", "amqp_url", "topology_prefix", "quorum_size", "host", "port", "path",
+    "body_limit", "publish_timeout", "spool_dir", "spool_max_bytes", "ingress_processes",
+    "max_age_s",
     "allowed_networks", "trusted_proxies", "read_timeout_s", "keepalive_timeout_s",
     "max_connections", "max_inflight", "reject_log_rate", "shutdown_timeout", "log_format",
     "log_level", "loop",
 )  # fmt: skip
 _WORKER = (
-    "amqp_url", "topology_prefix", "dedup_url", "dedup_ttl", "handler_timeout", "claim_lease",
-    "handlers", "prefetch", "concurrency", "retry_delays", "max_attempts", "max_deliveries",
+    "amqp_url", "topology_prefix", "quorum_size", "dedup_url", "dedup_ttl", "handler_timeout",
+    "claim_lease", "handlers", "prefetch", "concurrency", "retry_delays", "max_attempts",
+    "max_deliveries",
     "startup_timeout_s", "shutdown_timeout", "log_format", "log_level", "loop",
 )  # fmt: skip
 _BROKER = ("amqp_url", "topology_prefix")
@@ -57,14 +58,18 @@ BY_COMMAND: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dlq replay": (_BROKER, ()),
     "dlq purge": (_BROKER, ()),
     "config": (tuple(f.name for f in fields(Settings)), tuple(p for _, p in SOURCES[1:])),
-    "emulate": (("secrets",), ("SINK_EMULATOR_",)),
+    "emulate": (("secrets", "apps"), ("SINK_EMULATOR_",)),
+    "backfill": (("dedup_url", "topology_prefix", "max_age_s", "backfill_window_s"),
+                 ("SINK_EASEMOB_",)),
     "groups": ((), ("SINK_DIRECTORY_",)),
     "groups list": ((), ("SINK_DIRECTORY_",)),
     "groups show": ((), ("SINK_DIRECTORY_",)),
 }
 #: Variables read besides the dataclass fields, after the field they stand in for.
 _ALSO = {"SINK_SECRETS": ("SINK_SECRETS_FILE", "a file with one secret per line, used when "
-                          "SINK_SECRETS is unset")}  # fmt: skip
+                          "SINK_SECRETS is unset"),
+         "SINK_APPS": ("SINK_APPS_FILE", "a file with one org#app=secret|secret per line, "
+                       "used when SINK_APPS is unset")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,15 +85,12 @@ class Variable:
     secret: bool
 
 
-@cache
 def variables(cls: type[Any], prefix: str) -> tuple[Variable, ...]:
     docs = _comments(cls)
     found: list[Variable] = []
     for f in fields(cls):
         name = f"{prefix}{f.name.upper()}"
-        found.append(
-            Variable(name, f.name, f.name, _default(f), docs.get(f.name, ""), not f.repr)
-        )
+        found.append(Variable(name, f.name, f.name, _default(f), docs.get(f.name, ""), not f.repr))
         if name in _ALSO:
             found.append(Variable(_ALSO[name][0], "", f.name, None, _ALSO[name][1], False))
     return tuple(found)
@@ -122,18 +124,22 @@ def masked(variable: Variable, value: Any) -> str:
     """``value`` as it may be shown: a secret hidden, a URL's password replaced by ***."""
     if value is None or value == "" or value == ():
         return "(unset)"
-    if isinstance(value, str) and "://" in value:
-        try:
-            url = URL(value)
-        except ValueError:
-            return "***"
-        return str(url.with_password("***")) if url.password else value
+    if isinstance(value, str) and "://" in value:  # one URL, or a cluster's comma-separated
+        return ",".join(_without_password(part) for part in value.split(","))
     if variable.secret:
         count = len(value) if isinstance(value, tuple) else 1
         return f"*** ({count} secret{'s' if count > 1 else ''})"
     if isinstance(value, tuple):
         return ",".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _without_password(value: str) -> str:
+    try:
+        url = URL(value.strip())
+    except ValueError:
+        return "***"
+    return str(url.with_password("***")) if url.password else value
 
 
 def _default(f: Field[Any]) -> Any:

@@ -10,6 +10,7 @@ traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 
@@ -58,6 +59,9 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
 
 def reported(run: Callable[[], int], *, debug: bool) -> int:
     """Run a command; an expected failure becomes one line on stderr and its exit code."""
+    if not debug:  # the AMQP client's own warnings would be more lines; our logs say it
+        for name in ("aiormq", "aio_pika"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return run()
     except (Exception, KeyboardInterrupt) as exc:

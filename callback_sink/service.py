@@ -13,16 +13,22 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from handlers.presend import load_presend
 from handlers.registry import load
 from ingress import eventloop
 from ingress.app import DRAINER_STOP_MARGIN, PUBLISHER, STOPPING, create_app, make_runner
+from ingress.exporter import multiprocess_dir
+from ingress.presend import install as install_presend
 from ingress.siblings import Adopter, child_dir, claim_root
 from ingress.supervisor import Supervisor
 from sink import logs
 from sink.errors import StartupError
+from sink.metrics import MULTIPROC_ENV, REGISTRY, IngressMetrics, RestMetrics, WorkerMetrics
 from sink.settings import Settings
 from worker.consumer import Worker
 from worker.dedup import open_store
+from worker.depth import polling
+from worker.probes import serving
 
 log = logs.get("sink")
 
@@ -64,7 +70,9 @@ async def serve_ingress(
 ) -> None:
     """Serve callbacks until ``stop``, spooling into ``<spool root>/<index>``."""
     root = settings.spool_dir
-    app = create_app(replace(settings, spool_dir=str(child_dir(root, index))))
+    metrics = IngressMetrics.on(REGISTRY)
+    app = create_app(replace(settings, spool_dir=str(child_dir(root, index))), metrics)
+    install_presend(app, load_presend(settings.handlers))
     adopter = Adopter(root, index, app[PUBLISHER], settings.spool_max_bytes)
 
     async def adopting(app: web.Application) -> AsyncIterator[None]:
@@ -82,8 +90,11 @@ async def serve_ingress(
     url = f"http://{settings.host}:{settings.port}{settings.path}"
     log.info("ingress.listening", url=url, process=index, pid=os.getpid())
     await stop.wait()
+    # Out of the load balancer first (/readyz 503), still taking what it sends meanwhile.
     app[STOPPING].set()
-    log.info("ingress.stopping", process=index)
+    log.info("ingress.stopping", process=index, drain_delay_s=settings.drain_delay)
+    if settings.drain_delay:
+        await asyncio.sleep(settings.drain_delay)
     await runner.cleanup()
     log.info("ingress.stopped", process=index)
 
@@ -95,21 +106,37 @@ def supervise(settings: Settings, processes: int) -> int:
     settings.require_secrets()
     _check_port(settings.host, settings.port)
     owner = claim_root(settings.spool_dir)
-    env = {**os.environ, "SINK_INGRESS_PROCESSES": str(processes)}
-    supervisor = Supervisor(
-        lambda index: [sys.executable, "-m", "callback_sink", "ingress", "--child", str(index)],
-        processes,
-        env=env,
-        stop_timeout=settings.shutdown_timeout + settings.publish_timeout + CHILD_STOP_MARGIN,
-    )
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        return await supervisor.run(stop)
-
     try:
-        return asyncio.run(main())
+        with multiprocess_dir() as metrics:
+            env = {
+                **os.environ,
+                "SINK_INGRESS_PROCESSES": str(processes),
+                MULTIPROC_ENV: metrics.path,
+            }
+            supervisor = Supervisor(
+                lambda index: [
+                    sys.executable,
+                    "-m",
+                    "callback_sink",
+                    "ingress",
+                    "--child",
+                    str(index),
+                ],
+                processes,
+                env=env,
+                stop_timeout=settings.drain_delay
+                + settings.shutdown_timeout
+                + settings.publish_timeout
+                + CHILD_STOP_MARGIN,
+                on_exit=metrics.process_dead,
+            )
+
+            async def main() -> int:
+                stop = asyncio.Event()
+                stop_on_signals(stop)
+                return await supervisor.run(stop)
+
+            return asyncio.run(main())
     finally:
         os.close(owner)
 
@@ -137,9 +164,13 @@ async def _stop_when_orphaned(stop: asyncio.Event) -> None:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """A worker with its probe and metrics server (``SINK_WORKER_PORT``) and the queue-depth
+    poll behind ``callback_sink_queue_messages``."""
     registry = load(settings.handlers)
     store = open_store(settings.dedup_url, settings.topology_prefix)
-    async with Worker(settings, registry, store):
+    RestMetrics.on(REGISTRY)  # declared at start: the REST client counts into it
+    worker = Worker(settings, registry, store, WorkerMetrics.on(REGISTRY))
+    async with serving(settings, worker), worker, polling(settings, worker.metrics):
         await stop.wait()
 
 

@@ -25,6 +25,9 @@ BLOCKS = f"{GROUP}/blocks/users"
 BLOCK = f"{BLOCKS}/{{users}}"
 MUTES = f"{GROUP}/mute"
 MUTE = f"{MUTES}/{{users}}"
+#: Easemob's callback storage (回调异常缓存): list the stored buckets, re-send one.
+STORAGE_INFO = "/callbacks/storage/info"
+STORAGE_RETRY = "/callbacks/storage/retry"
 
 # --- limits --------------------------------------------------------------------------------
 

@@ -49,3 +49,6 @@ class RateLimiter:
                 await self._sleep((1.0 - self._tokens) / self.rate)
                 self._refill()
             self._tokens -= 1.0
+
+    async def close(self) -> None:
+        """Nothing to release (the shared limiter's counterpart closes its connection)."""

@@ -135,6 +135,19 @@ class EmulatorSettings:
     callback_timeout: float = 10.0
     #: Seed of the fault-injection random numbers (unset: different every run).
     seed: int | None = None
+    #: The pre-send rule: where messages clients send are checked before delivery
+    #: (``none``: no rule, every message is delivered), how long the emulator waits for the
+    #: answer, milliseconds (Easemob's default: 200), and what it does when the answer is
+    #: late or unusable: ``accept`` (deliver, Easemob's default) or ``reject``.
+    presend_url: str = ""
+    presend_timeout_ms: float = 200.0
+    presend_default: str = "accept"
+    #: Keep callbacks that failed twice in 10-minute buckets and re-send them on request
+    #: (Easemob's paid callback storage, 回调异常缓存): ``--callback-storage``.
+    callback_storage: bool = False
+    #: The app's REST quota, requests per second (0: none): above it, 429 (as Easemob's
+    #: per-app limit), counted per wall-clock second.
+    rate_limit: float = 0.0
 
     @property
     def appkey(self) -> str:
@@ -153,8 +166,14 @@ class EmulatorSettings:
             raise ConfigError(
                 "SINK_EMULATOR_THROTTLE_RATE + SINK_EMULATOR_UNAVAILABLE_RATE must not exceed 1"
             )
+        if self.rate_limit < 0:
+            raise ConfigError("SINK_EMULATOR_RATE_LIMIT must be 0 (no quota) or more")
         if not 0 < self.port < 65536:
             raise ConfigError("SINK_EMULATOR_PORT must be a TCP port")
+        if self.presend_url and not self.presend_url.startswith(("http://", "https://")):
+            raise ConfigError("SINK_EMULATOR_PRESEND_URL must start with http:// or https://")
+        if self.presend_default not in ("accept", "reject"):
+            raise ConfigError("SINK_EMULATOR_PRESEND_DEFAULT must be accept or reject")
 
 
 _EMULATOR_PARSERS: dict[str, Callable[[str], Any]] = {
@@ -173,4 +192,9 @@ _EMULATOR_PARSERS: dict[str, Callable[[str], Any]] = {
     "duplicate_rate": fraction,
     "callback_timeout": positive(float),
     "seed": int,
+    "presend_url": lambda raw: "" if raw.lower() == "none" else raw,
+    "presend_timeout_ms": positive(float),
+    "presend_default": str.lower,
+    "callback_storage": boolean,
+    "rate_limit": float,
 }

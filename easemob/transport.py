@@ -22,9 +22,11 @@ from yarl import URL
 from easemob import api
 from easemob.models import Token
 from easemob.ratelimit import RateLimiter
+from easemob.redis_limiter import Limiter
 from easemob.settings import EasemobSettings
 from sink import logs
 from sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable
+from sink.metrics import RestMetrics
 
 log = logs.get("easemob")
 
@@ -57,14 +59,21 @@ class Transport:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        metrics: RestMetrics | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.settings = settings
+        #: Every answer is counted by status (default: the process's ``RestMetrics.on()``).
+        self.metrics = metrics or RestMetrics.on()
         self._session = session
         self._owns_session = session is None
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
-        self._limiter = RateLimiter(settings.rate_limit, clock=clock, sleep=sleep)
+        #: Paces requests: this client's own, or one shared by every process of the app
+        #: (:func:`easemob.redis_limiter.limiter_for`).
+        self._limiter: Limiter = limiter or RateLimiter(settings.rate_limit, clock=clock,
+                                                        sleep=sleep)  # fmt: skip
         self._token: str | None = None
         self._token_valid_until = 0.0
         self._token_lock = asyncio.Lock()
@@ -81,6 +90,7 @@ class Transport:
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
+        await self._limiter.close()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -194,11 +204,13 @@ class Transport:
                 raw = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.metrics.answered("error")
             log.warning("easemob.unreachable", method=method, path=path,
                         error=type(exc).__name__)  # fmt: skip
             raise EasemobUnreachable(0, "unreachable", type(exc).__name__, str(exc)) from exc
         log.debug("easemob.request", method=method, path=path, status=status, attempt=attempt,
                   duration_ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
+        self.metrics.answered(status)
         return status, _json(raw)
 
 

@@ -17,13 +17,17 @@ Per-handler options override the worker's settings::
 
 ``@on_startup`` / ``@on_shutdown`` mark module-level ``async def`` hooks run before the first
 callback and after the last one (open and close pools there).
+
+``@presend`` marks a pre-send moderation function, run by the ingress before Easemob delivers
+a message a client sent; it returns a :class:`Verdict` (see :mod:`handlers.presend`).
 """
 
+from handlers.presend import Verdict, presend
 from handlers.registry import Handler, Options, Registry, load, on, on_shutdown, on_startup
 from sink.errors import PermanentError, Retry
 from sink.events import Event
 
 __all__ = [
-    "Event", "Handler", "Options", "PermanentError", "Registry", "Retry", "load", "on",
-    "on_shutdown", "on_startup",
+    "Event", "Handler", "Options", "PermanentError", "Registry", "Retry", "Verdict", "load",
+    "on", "on_shutdown", "on_startup", "presend",
 ]  # fmt: skip

@@ -181,6 +181,16 @@ def load(modules: Sequence[str], *, use_entry_points: bool = True) -> Registry:
 
     A module that cannot be imported fails start-up with a message naming it.
     """
+    found = import_modules(modules, use_entry_points=use_entry_points)
+    handlers: list[Handler] = []
+    for module in found:
+        handlers.extend(collect(module))
+    return Registry(handlers, _hooks(found, _SHUTDOWN_MARK), _hooks(found, _STARTUP_MARK))
+
+
+def import_modules(modules: Sequence[str], *, use_entry_points: bool = True) -> list[ModuleType]:
+    """The handler modules named by dotted path, then those of the entry points, each once,
+    in that order (``@on`` handlers and ``@presend`` functions are collected from them)."""
     loaded: dict[str, ModuleType] = {}
     for path in modules:
         try:
@@ -204,11 +214,7 @@ def load(modules: Sequence[str], *, use_entry_points: bool = True) -> Registry:
             module = target if isinstance(target, ModuleType) else inspect.getmodule(target)
             if module is not None:
                 loaded.setdefault(module.__name__, module)
-    handlers: list[Handler] = []
-    for module in loaded.values():
-        handlers.extend(collect(module))
-    found = list(loaded.values())
-    return Registry(handlers, _hooks(found, _SHUTDOWN_MARK), _hooks(found, _STARTUP_MARK))
+    return list(loaded.values())
 
 
 def _hooks(modules: Iterable[ModuleType], mark: str) -> list[Hook]:

@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from ingress.backfill import Exemptions
 from ingress.drainer import Drainer
+from ingress.exporter import metrics_endpoint, spool_gauges
 from ingress.limits import ConnectionGuard, Counters, IngressRunner, connection_cap, handler_args
 from ingress.memory import trim_memory
 from ingress.network import Network
@@ -29,10 +31,11 @@ from ingress.refusals import Refusals
 from ingress.sampling import quiet_server_logs
 from ingress.spool import Record, Spool
 from sink import logs
+from sink.apps import all_secrets, check_signature
 from sink.errors import DecodeError, PublishError, Rejected, SpoolError
-from sink.events import Event, from_document, parse
+from sink.events import PRESEND_RECORD_KEY, Event, from_document, parse
+from sink.metrics import IngressMetrics
 from sink.settings import Settings
-from sink.signature import verify
 from sink.topology import Topology
 
 log = logs.get("ingress")
@@ -43,6 +46,7 @@ SPOOL = web.AppKey("spool", Spool)
 DRAINER = web.AppKey("drainer", Drainer)
 #: Set when a shutdown began: /readyz turns false so load balancers stop sending.
 STOPPING = web.AppKey("stopping", asyncio.Event)
+EXEMPTIONS = web.AppKey("exemptions", Exemptions)
 
 #: Easemob ignores the body of a 200 but refuses one over 1,000 characters.
 OK_BODY = b'{"status":"ok"}'
@@ -66,13 +70,15 @@ class Accepted:
 
 
 class Edge:
-    """Per-process state of the HTTP edge: network rules, limits, counters, refusals."""
+    """Per-process state of the HTTP edge: network rules, limits, counters and metrics,
+    refusals."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: IngressMetrics) -> None:
         self.settings = settings
         self.network = Network(settings.allowed_networks, settings.trusted_proxies)
         self.counters = Counters()
-        self.refusals = Refusals(self.counters, settings.reject_log_rate)
+        self.metrics = metrics
+        self.refusals = Refusals(self.counters, settings.reject_log_rate, metrics)
         self.guard = ConnectionGuard(
             settings.max_connections, settings.read_timeout_s, self._connection_refused
         )
@@ -87,6 +93,15 @@ EDGE = web.AppKey("edge", Edge)
 
 async def accept(request: web.Request, settings: Settings, app: web.Application) -> Accepted:
     """Validate one callback and make it durable; raise :class:`Rejected` otherwise."""
+    doc, body = await admit(request, settings, app)
+    return await make_durable(from_document(doc), body, app[PUBLISHER], app[SPOOL])
+
+
+async def admit(
+    request: web.Request, settings: Settings, app: web.Application
+) -> tuple[dict[str, Any], bytes]:
+    """Every check of a callback (the pre-send ones too) up to, not including, durability:
+    network, content type, size and deadline, JSON shape, signature, age."""
     network = app[EDGE].network
     if network.checks:
         client = network.client(request.remote, request.headers.get("X-Forwarded-For"))
@@ -103,11 +118,16 @@ async def accept(request: web.Request, settings: Settings, app: web.Application)
         doc = parse(body)
     except DecodeError as exc:
         raise Rejected(400, str(exc)) from None
-    if not verify(doc["callId"], doc["timestamp"], doc["security"], settings.secrets):
-        raise Rejected(401, "signature does not match any configured secret")
+    if PRESEND_RECORD_KEY in doc:
+        raise Rejected(400, f"{PRESEND_RECORD_KEY} is the sink's own record, not a callback")
+    check_signature(doc, settings.apps, settings.secrets)
     if settings.max_age_s:
-        check_age(doc["timestamp"], settings.max_age_s)
-    return await make_durable(from_document(doc), body, app[PUBLISHER], app[SPOOL])
+        try:
+            check_age(doc["timestamp"], settings.max_age_s)
+        except Rejected:
+            if not await app[EXEMPTIONS].admits(doc):  # a backfill holds its bucket open
+                raise
+    return doc, body
 
 
 def check_age(timestamp_ms: int, max_age_s: float) -> None:
@@ -166,6 +186,11 @@ async def receive(request: web.Request) -> web.Response:
     finally:
         edge.inflight -= 1
     edge.counters.requests[200] += 1
+    duration = time.perf_counter() - started
+    metrics = edge.metrics
+    metrics.answered(200)
+    metrics.accepted[accepted.durable].inc()
+    metrics.latency.observe(duration)
     event = accepted.event
     extra = {"broker_error": accepted.broker_error} if accepted.broker_error else {}
     log.info(
@@ -174,7 +199,7 @@ async def receive(request: web.Request) -> web.Response:
         event_name=event.name,
         status=200,
         durable=accepted.durable,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        duration_ms=round(duration * 1000, 3),
         **extra,
     )
     return web.Response(body=OK_BODY, content_type="application/json")
@@ -217,12 +242,16 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, metrics: IngressMetrics | None = None) -> web.Application:
     """Build the ingress application; the spool, the broker connection and the drainer live
     in its cleanup contexts (opened in that order, closed in the reverse one). Serve it with
-    :func:`make_runner`, which adds the connection cap and the request-head deadline."""
+    :func:`make_runner`, which adds the connection cap and the request-head deadline.
+    ``metrics``: where it counts (a service passes the process's; by default a registry of
+    the application's own)."""
     settings.require_secrets()
-    short = sum(len(secret) < SHORT_SECRET for secret in settings.secrets)
+    short = sum(
+        len(secret) < SHORT_SECRET for secret in all_secrets(settings.apps, settings.secrets)
+    )
     if short:
         log.warning("ingress.short_secrets", count=short, minimum_length=SHORT_SECRET)
     # aiohttp's own limit stays above ours so that our 413 (with its log line) answers first.
@@ -231,16 +260,21 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[STOPPING] = asyncio.Event()
-    app[EDGE] = Edge(settings)
-    app[PUBLISHER] = Publisher(
-        settings.amqp_url, Topology(settings.topology_prefix), settings.publish_timeout
-    )
+    metrics = metrics or IngressMetrics()
+    app[EDGE] = Edge(settings, metrics)
+    topology = Topology(settings.topology_prefix, settings.quorum_size)
+    app[PUBLISHER] = Publisher(settings.amqp_urls, topology, settings.publish_timeout)
     app[SPOOL] = Spool(settings.spool_dir, settings.spool_max_bytes)
     app[DRAINER] = Drainer(app[SPOOL], app[PUBLISHER])
-    app.cleanup_ctx.extend([_edge, _spool, _broker, _drainer, trim_memory])
+    app[EXEMPTIONS] = Exemptions(settings)
+    app.on_cleanup.append(lambda app: app[EXEMPTIONS].close())
+    app.cleanup_ctx.extend(
+        [_edge, _spool, spool_gauges(metrics, app[SPOOL]), _broker, _drainer, trim_memory]
+    )
     app.router.add_post(settings.path, receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint(metrics))
     return app
 
 

@@ -5,8 +5,12 @@ refusal, a lost connection or a confirm later than the time-out raises :class:`P
 and the ingress spools the callback instead (:mod:`ingress.spool`).
 
 The connection is made in the background: an unreachable broker at start-up does not hold the
-ingress up (it answers from the spool meanwhile). Once connected, aio-pika's robust connection
-reconnects and re-declares the topology by itself. A channel that keeps refusing (nacking)
+ingress up (it answers from the spool meanwhile). It goes to the first node of
+``SINK_AMQP_URL`` that answers; once connected, the robust connection reconnects (to the next
+node of a cluster, :mod:`sink.amqp`) and re-declares the topology by itself. A publish in
+flight when the node died gets no confirm: it raises and the callback is spooled, then
+republished on the new connection (a duplicate at worst, which the workers' dedup absorbs);
+it is never answered 200 without a confirm. A channel that keeps refusing (nacking)
 publishes is not trusted to recover by itself: after :data:`NACK_LIMIT` nacks in a row the
 publisher is not :attr:`~Publisher.ready` and reopens its channel, backing off while the new
 one nacks too.
@@ -20,28 +24,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
-import aio_pika
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
 from aio_pika.exceptions import PublishError as Returned
 from pamqp.commands import Basic
-from yarl import URL
 
 from sink import headers, logs, names
+from sink.amqp import ClusterConnection, connect_any
+from sink.config import csv
 from sink.errors import PublishError
 from sink.topology import Topology, declare
 
 log = logs.get("ingress")
 
-#: One connection attempt (TCP, AMQP handshake, declarations) gets this long; a healthy broker
-#: needs milliseconds, and start-up waits at most this for the first attempt.
+#: One connection attempt (TCP, AMQP handshake, declarations) gets this long per node; a
+#: healthy broker needs milliseconds, and start-up waits at most this for the first attempt.
 CONNECT_TIMEOUT = 10.0
 #: Back-off between failed first connection attempts: prompt, without hammering a down broker.
 CONNECT_RETRY_MIN = 0.5
 CONNECT_RETRY_MAX = 5.0
 #: Once connected, how often the robust connection retries after a loss, seconds: every
-#: callback costs an fsync while the broker is away, so come back promptly.
+#: callback costs an fsync while the broker is away, so come back promptly. The first retry
+#: after a loss is immediate (to the next node of a cluster).
 RECONNECT_INTERVAL = 1.0
 #: Nacks in a row after which the channel is reopened: one nack can be a full queue at that
 #: instant; a run of them on a channel that stays open was seen to last until a restart.
@@ -57,11 +63,14 @@ PERSISTENT = 2
 class Publisher:
     """One robust connection and one confirming channel, shared by every request."""
 
-    def __init__(self, amqp_url: str, topology: Topology, confirm_timeout: float) -> None:
-        self._url = amqp_url
+    def __init__(
+        self, amqp_url: str | Sequence[str], topology: Topology, confirm_timeout: float
+    ) -> None:
+        """``amqp_url``: one URL, or the nodes of a cluster (a list, or comma-separated)."""
+        self._urls = csv(amqp_url) if isinstance(amqp_url, str) else tuple(amqp_url)
         self._topology = topology
         self._timeout = confirm_timeout
-        self._connection: aio_pika.RobustConnection | None = None
+        self._connection: ClusterConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: str | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -192,7 +201,8 @@ class Publisher:
                     retry_in=delay,
                 )
             else:
-                log.info("ingress.connected", exchange=self._topology.exchange)
+                node = self._connection.node if self._connection else None
+                log.info("ingress.connected", exchange=self._topology.exchange, node=node)
                 return
             finally:
                 attempted.set()
@@ -200,12 +210,12 @@ class Publisher:
             delay = min(delay * 2, CONNECT_RETRY_MAX)
 
     async def _connect(self) -> None:
-        connection = aio_pika.RobustConnection(
-            URL(self._url), reconnect_interval=RECONNECT_INTERVAL
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT * len(self._urls)):
+            connection = await connect_any(
+                self._urls, per_node=CONNECT_TIMEOUT, reconnect_interval=RECONNECT_INTERVAL
+            )
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await connection.connect(timeout=CONNECT_TIMEOUT)
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 assert isinstance(channel, AbstractRobustChannel)
                 await declare(channel, self._topology)

@@ -17,6 +17,7 @@ from ingress.limits import Counters
 from ingress.sampling import Sampler, reason_kind
 from sink import logs
 from sink.errors import Rejected, SpoolError, SpoolFull
+from sink.metrics import IngressMetrics
 
 log = logs.get("ingress")
 
@@ -28,13 +29,17 @@ GENERIC_503 = orjson.dumps({"error": "temporarily unavailable, retry later"})
 class Refusals:
     """Counts, sampled log lines and response bodies of every refusal of one ingress."""
 
-    def __init__(self, counters: Counters, rate: int) -> None:
+    def __init__(
+        self, counters: Counters, rate: int, metrics: IngressMetrics | None = None
+    ) -> None:
         self.counters = counters
         self.sampler = Sampler(rate)
+        self.metrics = metrics or IngressMetrics()
 
     def respond(self, exc: Rejected, remote: str, started: float) -> web.Response:
         """Count and log ``exc``, and answer it."""
         self.record(exc.status, exc.reason, remote=remote, started=started, cause=exc.__cause__)
+        self.metrics.latency.observe(time.perf_counter() - started)
         if exc.status >= 500:
             body = GENERIC_503
         else:
@@ -59,6 +64,7 @@ class Refusals:
         self.counters.refusals[kind] += 1
         if status is not None:
             self.counters.requests[status] += 1
+            self.metrics.answered(status)
         if not self.sampler.admit((status, kind)):
             return
         fields: dict[str, Any] = {"status": status, "reason": reason}

@@ -109,6 +109,11 @@ class Spool:
         return sum(segment.size for segment in self._segments)
 
     @property
+    def oldest(self) -> files.Segment | None:
+        """The oldest segment holding unconfirmed records (the drainer's next batch)."""
+        return next((s for s in self._segments if s.committed < s.size), None)
+
+    @property
     def free(self) -> int:
         """Bytes an append may still take: within the bound and the file system's free space;
         0 when the spool is closed or its last write failed."""
@@ -143,13 +148,8 @@ class Spool:
         self._write_error = None
         if self._segments:
             self._appended.set()
-        log.info(
-            "spool.opened",
-            directory=str(self.directory),
-            records=self.records,
-            bytes=self.bytes,
-            segments=len(self._segments),
-        )
+        log.info("spool.opened", directory=str(self.directory), records=self.records,
+                 bytes=self.bytes, segments=len(self._segments))  # fmt: skip
 
     async def close(self) -> None:
         """Write what is queued, close the segment and release the directory."""
@@ -189,7 +189,7 @@ class Spool:
     async def read_batch(self, limit: int) -> Batch | None:
         """Up to ``limit`` unconfirmed records of the oldest segment, or None when none is left."""
         await self._reclaim()
-        segment = next((s for s in self._segments if s.committed < s.size), None)
+        segment = self.oldest
         if segment is None:
             return None
         return await asyncio.to_thread(files.read, segment, segment.committed, segment.size, limit)

@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingress.spool_format import Batch, Record, scan
+from ingress.spool_format import HEADER, MAGIC, Batch, Record, scan
 from sink import logs
 
 log = logs.get("spool")
@@ -251,3 +251,18 @@ def describe(exc: OSError, *, short: bool = False) -> str:
     if name is None:
         return str(exc)
     return name if short else f"{name}: {exc.strerror}"
+
+
+def first_spooled_at(segment: Segment) -> float | None:
+    """When the first unconfirmed record of ``segment`` was spooled (seconds since the epoch),
+    from its header alone; None when it cannot be read (the drainer deals with that)."""
+    try:
+        with segment.path.open("rb") as f:
+            f.seek(segment.committed)
+            head = f.read(HEADER.size + 8)
+    except OSError:
+        return None
+    if len(head) < HEADER.size + 8 or head[:4] != MAGIC:
+        return None
+    (spooled_at_ms,) = struct.unpack_from(">Q", head, HEADER.size)
+    return float(spooled_at_ms) / 1000

@@ -45,6 +45,7 @@ class Supervisor:
         stop_timeout: float = 60.0,
         max_deaths: int = MAX_DEATHS,
         window: float = DEATH_WINDOW,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self._command = command
         self._processes = processes
@@ -52,6 +53,8 @@ class Supervisor:
         self._stop_timeout = stop_timeout
         self._max_deaths = max_deaths
         self._window = window
+        #: Told the pid of every child that exited (its metrics are forgotten).
+        self._on_exit = on_exit
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._deaths: list[float] = []
         self._stopping = asyncio.Event()
@@ -88,6 +91,8 @@ class Supervisor:
             if self._stopping.is_set():  # started while the others were being stopped
                 child.send_signal(signal.SIGTERM)
             code = await child.wait()
+            if self._on_exit is not None:
+                self._on_exit(child.pid)
             if self._stopping.is_set():
                 return
             recent = self._died(index, child.pid, code)

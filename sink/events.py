@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from sink import names
+from sink.apps import appkey_of
 from sink.errors import DecodeError
 
 # `muc_id` is `{appkey}_{group id}@conference.easemob.com`, the appkey being `org#app`.
@@ -25,6 +26,9 @@ REQUIRED_FIELDS = ("callId", "timestamp", "security")
 MAX_CALL_ID_BYTES = 255
 #: The family of ``eventType: chat_offline``: one callback per offline recipient.
 OFFLINE = "offline"
+#: The key the ingress adds to a pre-send callback to make it a ``presend:verdict`` record
+#: (see :mod:`sink.presend`); no Easemob callback has it, and the ingress refuses one that does.
+PRESEND_RECORD_KEY = "presend_verdict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,13 @@ class Event:
     timestamp: int
     msg_id: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def appkey(self) -> str | None:
+        """The app (``org#app``) this callback belongs to: from the callId
+        (``{appkey}_{uuid}``), else the ``appkey`` field; None when neither names one. With
+        ``SINK_APPS`` set, the ingress only lets in callbacks signed by this app's secret."""
+        return appkey_of(self.raw)
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -134,6 +145,8 @@ def _classify(doc: dict[str, Any]) -> tuple[str, str | None]:
     group, contact or other event, whatever its (unsigned) ``chat_type`` and payload say.
     """
     chat_type = doc.get("chat_type")
+    if isinstance(doc.get(PRESEND_RECORD_KEY), dict):
+        return "presend", "verdict"
     if doc.get("eventType") == "chat_offline":
         return OFFLINE, _str(chat_type)
     payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}

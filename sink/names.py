@@ -39,6 +39,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "receipt": ("read_ack", "channel_ack"),
     "notify": ("reaction", "thread", UNKNOWN),
     "session": ("login", "logout", "replaced", UNKNOWN),
+    # Not an Easemob callback: the ingress's record of a pre-send callback and its answer.
+    "presend": ("verdict",),
 }
 
 GROUP_OP_KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

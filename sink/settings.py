@@ -43,10 +43,14 @@ class Settings:
     #: How long the exemption from the replay window that ``callback-sink backfill`` opens
     #: for each bucket it asks Easemob to re-send stays open, seconds.
     backfill_window_s: float = 3600.0
-    #: RabbitMQ connection URL.
+    #: RabbitMQ connection URL; for a cluster one URL per node, comma-separated: a process
+    #: connects to the first that answers and moves on along the list when its node dies.
     amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     #: Prefix of every exchange and queue name, so several sinks can share one broker.
     topology_prefix: str = "callback-sink"
+    #: Replicas of each quorum queue (``x-quorum-initial-group-size``); unset: the broker's
+    #: default (every node of a 3.10 cluster). Every process of one sink must agree on it.
+    quorum_size: int | None = None
     #: Where per-handler dedup marks live: ``memory://`` (one process) or ``redis://…``.
     dedup_url: str = field(default="memory://", repr=False)
     #: How long a "done" mark is kept, seconds (longer than Easemob's 3-day re-send window).
@@ -127,6 +131,11 @@ class Settings:
     #: How often a worker reads the depth of the queues for its metrics, seconds.
     queue_poll_s: float = 15.0
 
+    @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The node URLs of ``SINK_AMQP_URL``, in the order they are tried."""
+        return csv(self.amqp_url)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``SINK_*`` variable; raise :class:`ConfigError` naming a bad one."""
@@ -142,9 +151,12 @@ class Settings:
             )
         if not self.dedup_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
             raise ConfigError("SINK_DEDUP_URL must start with memory://, redis:// or rediss://")
-        if not self.amqp_url.startswith(("amqp://", "amqps://")):
-            raise ConfigError("SINK_AMQP_URL must start with amqp:// or amqps://")
-        for var, url in (("SINK_AMQP_URL", self.amqp_url), ("SINK_DEDUP_URL", self.dedup_url)):
+        if not self.amqp_urls or not all(
+            url.startswith(("amqp://", "amqps://")) for url in self.amqp_urls
+        ):
+            raise ConfigError("SINK_AMQP_URL must start with amqp:// or amqps:// (each URL)")
+        urls = [("SINK_AMQP_URL", url) for url in self.amqp_urls]
+        for var, url in (*urls, ("SINK_DEDUP_URL", self.dedup_url)):
             try:
                 URL(url).port  # noqa: B018 -- parsing it is the check
             except ValueError as exc:
@@ -193,6 +205,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "backfill_window_s": positive(float),
     "amqp_url": str,
     "topology_prefix": str,
+    "quorum_size": positive(int),
     "dedup_url": str,
     "dedup_ttl": positive(float),
     "handler_timeout": positive(float),

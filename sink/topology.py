@@ -7,6 +7,9 @@
   delay and dead-letter straight back into the work queue.
 - ``{prefix}.dead``: a fanout exchange and a quorum queue holding dead letters.
 
+Every queue is a quorum queue, replicated on ``SINK_QUORUM_SIZE`` nodes of a cluster (the
+broker's default when unset): a node loss costs no message and no queue.
+
 Every declaration is idempotent: whichever process starts first declares, later ones agree.
 """
 
@@ -52,6 +55,15 @@ class Topology:
     """Names of every exchange and queue, derived from one prefix."""
 
     prefix: str = "callback-sink"
+    #: Replicas of each quorum queue (``SINK_QUORUM_SIZE``); ``None``: the broker's default.
+    #: RabbitMQ refuses to re-declare a queue with another value, so every process agrees.
+    quorum_size: int | None = None
+
+    @property
+    def quorum(self) -> dict[str, Any]:
+        """The arguments that make a queue a quorum queue of this topology's size."""
+        size = {"x-quorum-initial-group-size": self.quorum_size} if self.quorum_size else {}
+        return {"x-queue-type": "quorum", **size}
 
     @property
     def exchange(self) -> str:
@@ -81,15 +93,13 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
     dead_exchange = await channel.declare_exchange(
         topology.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    dead = await channel.declare_queue(
-        topology.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    dead = await channel.declare_queue(topology.dead_queue, durable=True, arguments=topology.quorum)
     await dead.bind(dead_exchange, routing_key="#")
     work = await channel.declare_queue(
         topology.work_queue,
         durable=True,
         arguments={
-            "x-queue-type": "quorum",
+            **topology.quorum,
             "x-dead-letter-exchange": topology.dead_exchange,
             "x-delivery-limit": DELIVERY_LIMIT,
             **_AT_LEAST_ONCE,
@@ -105,7 +115,7 @@ async def declare_delay(channel: AbstractChannel, topology: Topology, delay_ms: 
         name,
         durable=True,
         arguments={
-            "x-queue-type": "quorum",
+            **topology.quorum,
             "x-message-ttl": delay_ms,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": topology.work_queue,

@@ -102,6 +102,8 @@ async def settings(amqp_url: str, prefix: str, tmp_path: Path) -> AsyncIterator[
         handler_timeout=10.0,
         shutdown_timeout=10.0,
         publish_timeout=5.0,
+        drain_delay=0.0,
+        worker_port=0,
     )
     yield settings
     connection = await aio_pika.connect(amqp_url)

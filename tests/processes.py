@@ -14,6 +14,9 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "callback_sink"]
+#: Defaults for test processes (a test may override them): a stop without the load-balancer
+#: drain delay, and no worker HTTP server (several workers share the host).
+QUIET = {"SINK_DRAIN_DELAY": "0", "SINK_WORKER_PORT": "0"}
 
 
 class SinkProcess:
@@ -22,7 +25,13 @@ class SinkProcess:
     def __init__(self, command: str, env: Mapping[str, str], cwd: Path = ROOT) -> None:
         self.command = command
         self.cwd = cwd
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "SINK_LOG_FORMAT": "json", **env}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "SINK_LOG_FORMAT": "json",
+            **QUIET,
+            **env,
+        }
         self.lines: list[dict[str, object]] = []
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

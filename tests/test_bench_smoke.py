@@ -55,3 +55,49 @@ def test_quick_bench_runs_and_counts_every_callback(
             assert result["twice"] in (0, None), name
     assert results["e2e"][0]["lost"] == 0 and results["e2e"][0]["twice"] == 0
     assert "| every run: non-200, lost, twice | counted | all 0 |" in run.stdout
+
+
+#: Run inside bench/ (the benchmark's modules import each other by their plain names): the
+#: table of made-up results, with the verdict column of the rows the marks are about.
+TABLE_SCRIPT = """
+import json
+from common import Config, Result
+from table import summarize
+
+def row(value, other, **extra):
+    return [Result(value, "made up", 0, 0, 0, extra={"cpu_percent": {"other": other}, **extra})]
+
+results = {
+    "bare-pub-1p": row(100.0, 5.0),
+    "ingress-1p-info": row(110.0, 5.0),
+    "ingress-1p-warning": row(100.0, 5.0),
+    "bare-consume-setnx": row(100.0, 40.0),
+    "drain-redis": row(90.0, 5.0),
+    "e2e": row(50.0, 5.0, ingress_processes=2, levels={}),
+}
+config = Config(1, 1.0, 0.0, 16, 10, 1.0, (0.5,), 0, False)
+table, _ = summarize(results, config)
+rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines()[2:]]
+cells = {row[1]: row for row in rows}
+print(json.dumps(cells))
+"""
+
+
+def test_verdicts_on_a_busy_machine_or_a_negative_cost_are_marked() -> None:
+    """No services needed: the table alone, from made-up figures."""
+    run = subprocess.run(
+        [sys.executable, "-c", TABLE_SCRIPT],
+        cwd=REPO / "bench",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    cells = json.loads(run.stdout)
+    verdict = {label: row[7] for label, row in cells.items()}
+    assert verdict["ingress 1p / bare publisher 1p"] == "PASS"  # 5 % other CPU: quiet
+    assert verdict["worker drain Redis / bare consume + SET NX"] == "PASS (noise?)"  # 40 %
+    # info faster than warning: a cost of -10 % cannot be true, whatever the other CPU
+    assert cells["info-log cost: 1 − info / warning (1 process)"][3] == "-10.0%"
+    assert verdict["info-log cost: 1 − info / warning (1 process)"] == "PASS (noise?)"
+    assert "end to end max: ingress (2 processes) + worker (Redis dedup)" in cells

@@ -8,8 +8,11 @@ import sys
 import uuid
 from pathlib import Path
 
+import aio_pika
 import pytest
 
+from sink.topology import Topology
+from sink.topology import delete as delete_topology
 from tests.broker import queue_depth
 from tests.processes import ROOT
 
@@ -69,15 +72,21 @@ def test_debug_shows_the_traceback_instead() -> None:
     assert "Traceback" in out.stderr.decode()
 
 
-def test_a_worker_with_redis_unreachable_is_one_line() -> None:
-    out = cli(
-        "worker",
-        SINK_DEDUP_URL="redis://127.0.0.1:9/0",
-        SINK_STARTUP_TIMEOUT_S="1",
-        SINK_TOPOLOGY_PREFIX=f"test-{uuid.uuid4().hex[:12]}",
-        SINK_AMQP_URL="amqp://guest:guest@127.0.0.1:9/",
-    )
-    assert_one_line_failure(out, "cannot start")
+def test_a_worker_with_the_broker_unreachable_is_one_line() -> None:
+    out = cli("worker", SINK_STARTUP_TIMEOUT_S="1", SINK_AMQP_URL="amqp://guest:guest@127.0.0.1:9/")
+    assert_one_line_failure(out, "cannot start", "RabbitMQ")
+
+
+async def test_a_worker_with_redis_unreachable_is_one_line(amqp_url: str) -> None:
+    topology = Topology(f"test-{uuid.uuid4().hex[:12]}")
+    try:
+        out = cli("worker", SINK_DEDUP_URL="redis://127.0.0.1:9/0", SINK_STARTUP_TIMEOUT_S="1",
+                  SINK_TOPOLOGY_PREFIX=topology.prefix, SINK_AMQP_URL=amqp_url)  # fmt: skip
+        assert_one_line_failure(out, "cannot start", "SINK_DEDUP_URL", "127.0.0.1:9")
+    finally:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            await delete_topology(await connection.channel(), topology, [])
 
 
 async def test_dlq_list_of_an_unknown_prefix_fails_and_creates_no_queue(amqp_url: str) -> None:

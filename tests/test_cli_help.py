@@ -35,7 +35,10 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
 def test_version_prints_the_installed_distributions_version() -> None:
     out = cli("--version")
     assert out.returncode == 0
-    assert out.stdout.decode().strip() == f"callback-sink {importlib.metadata.version('callback-sink')}"
+    assert (
+        out.stdout.decode().strip()
+        == f"callback-sink {importlib.metadata.version('callback-sink')}"
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

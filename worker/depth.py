@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelInvalidStateError
 
 from sink import logs
+from sink.amqp import connect_first
 from sink.metrics import WorkerMetrics
 from sink.settings import Settings
 from sink.topology import Topology, delay_steps_ms
@@ -44,7 +44,7 @@ class QueueDepths:
     async def poll(self) -> dict[str, int]:
         """Read every depth once and set the gauges; returns them by ``queue`` label."""
         if self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
+            self._connection = await connect_first(self.settings.amqp_urls, per_node=5)
         connection = self._connection
         channel = await connection.channel()
         try:

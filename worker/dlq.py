@@ -23,12 +23,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import aiormq.exceptions
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from sink import headers
+from sink.amqp import connect_first
+from sink.config import csv
 from sink.errors import SinkError
 from sink.topology import Topology
 from worker.settle import copy_of, now_iso
@@ -128,7 +129,7 @@ class DeadLetters:
     @classmethod
     @asynccontextmanager
     async def open(cls, amqp_url: str, topology: Topology) -> AsyncIterator[DeadLetters]:
-        connection = await aio_pika.connect(amqp_url)
+        connection = await connect_first(csv(amqp_url))
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             queue = await _existing(channel, topology.dead_queue, "dead-letter queue")

@@ -17,6 +17,8 @@
   per handler and callback: ``handled``, ``duplicate``, ``retry`` (delay, attempt), ``dead``
   (reason, error).
 - :class:`RunningSink`: a real ingress and worker on the local RabbitMQ for an end-to-end test.
+- :func:`run_presend`: the answer the ingress would give a pre-send callback
+  (:func:`make_presend_event`), through the real ``@presend`` chain, budget and default.
 
 With the sink installed, pytest has the fixtures ``sink_tester``, ``make_event`` and
 ``sink_e2e`` (see :mod:`callback_sink.pytest_plugin`).
@@ -24,6 +26,7 @@ With the sink installed, pytest has the fixtures ``sink_tester``, ``make_event``
 
 from callback_sink.testing.e2e import BrokerUnreachable, RunningSink
 from callback_sink.testing.events import make_body, make_event, sign_event
+from callback_sink.testing.presend import make_presend_body, make_presend_event, run_presend
 from callback_sink.testing.tester import (
     CallbackReport,
     Report,
@@ -35,5 +38,6 @@ from callback_sink.testing.tester import (
 
 __all__ = [
     "BrokerUnreachable", "CallbackReport", "Report", "RunningSink", "SinkTester", "Step",
-    "Verdict", "make_body", "make_event", "registry_of", "sign_event",
+    "Verdict", "make_body", "make_event", "make_presend_body", "make_presend_event",
+    "registry_of", "run_presend", "sign_event",
 ]  # fmt: skip

@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aio_pika
 import aiohttp
 from aio_pika.exceptions import AMQPError
 from yarl import URL
@@ -28,6 +27,8 @@ from callback_sink.service import run_ingress
 from callback_sink.testing.events import make_body, sign_event
 from callback_sink.testing.tester import HandlerRef, HandlerSource, handler_name, registry_of
 from handlers.registry import Handler, HandlerFunc, Registry
+from sink.amqp import connect_first
+from sink.config import csv
 from sink.events import Event, decode
 from sink.settings import Settings
 from sink.topology import Topology, delay_steps_ms, delete
@@ -73,6 +74,7 @@ class RunningSink:
             "secrets": (uuid.uuid4().hex,),
             "spool_dir": tempfile.mkdtemp(prefix="sink-e2e-spool-"),
             "dedup_url": "memory://",
+            "drain_delay": 0.0,
         }
         settings = replace(base, **{**defaults, **overrides})
         url = f"http://{settings.host}:{settings.port}{settings.path}"
@@ -181,7 +183,7 @@ class RunningSink:
 
 async def _check_broker(url: str) -> None:
     try:
-        connection = await aio_pika.connect(url, timeout=5)
+        connection = await connect_first(csv(url), per_node=5)
     except Exception as exc:
         where = URL(url)
         raise BrokerUnreachable(
@@ -194,7 +196,7 @@ async def _check_broker(url: str) -> None:
 async def _delete_topology(settings: Settings) -> None:
     delays = delay_steps_ms(settings.retry_delays)
     with contextlib.suppress(AMQPError, OSError):
-        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+        connection = await connect_first(settings.amqp_urls, per_node=5)
         try:
             await delete(await connection.channel(), Topology(settings.topology_prefix), delays)
         finally:

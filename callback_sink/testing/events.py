@@ -18,6 +18,7 @@ import orjson
 from sink import names
 from sink.events import Event, decode
 from sink.examples import load_examples, now_ms, resign
+from sink.presend import Decision, Verdict, example_document, record_document
 
 #: What :func:`make_event` signs with when the test does not care about the signature.
 DEFAULT_SECRET = "callback-sink-testing"
@@ -75,6 +76,8 @@ def _shape(name: str) -> dict[str, Any]:
     if name in examples:
         return copy.deepcopy(examples[name])
     family, _, kind = name.partition(":")
+    if family == "presend":  # the ingress's record of an accepted pre-send callback
+        return record_document(example_document(), Decision(Verdict.accept(), "chain"))
     doc = copy.deepcopy(examples[_SIBLING.get(family, "offline:groupchat")])
     payload = doc.setdefault("payload", {})
     if family in ("muc", "roster"):

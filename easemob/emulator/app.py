@@ -24,7 +24,11 @@ from easemob.emulator import checks
 from easemob.emulator.callbacks import CallbackSender
 from easemob.emulator.checks import bad_request, batch
 from easemob.emulator.faults import Faults
+from easemob.emulator.messages import Messages
+from easemob.emulator.quota import Quota
 from easemob.emulator.state import AppState, Change
+from easemob.emulator.storage import CallbackStorage, add_routes
+from easemob.emulator.tolerance import accept_trailing_slashes
 from easemob.settings import EmulatorSettings
 from sink import logs
 from sink.errors import EasemobError
@@ -66,6 +70,9 @@ class Emulator:
             rng=rng,
         )
         self.application = str(uuid.uuid5(uuid.NAMESPACE_URL, settings.appkey))
+        self.storage = CallbackStorage(settings.callback_storage, clock, settings.callback_timeout)
+        self.quota = Quota(settings.rate_limit, clock)
+        self.messages = Messages(settings, self.callbacks, clock)  # client sends, pre-send
         self._tokens: dict[str, float] = {}
         #: Tokens issued so far, and every request seen as (method, path, status).
         self.tokens_issued = 0
@@ -103,6 +110,9 @@ class Emulator:
             ("DELETE", api.MUTE, self.unmute),
         ):
             app.router.add_route(method, prefix + path, handler)
+        add_routes(app, prefix, self)  # callback storage
+        self.messages.add_routes(app, prefix)  # emulator-only: a client sends a message
+        accept_trailing_slashes(app)  # last: every route above gets its twin
         return app
 
     async def _callbacks_ctx(self, app: web.Application) -> AsyncIterator[None]:
@@ -118,7 +128,8 @@ class Emulator:
             fault = self.faults.pick()
             if fault is not None:
                 raise fault
-            if not request.path.endswith("/token"):
+            self.quota.count()
+            if not request.path.rstrip("/").endswith("/token"):
                 self._check_token(request)
             response = await handler(request)
         except EasemobError as exc:
@@ -146,19 +157,11 @@ class Emulator:
         return int(self.clock() * 1000)
 
     def _ok(self, request: web.Request, data: Any, **extra: Any) -> web.Response:
-        body = {
-            "action": request.method.lower(),
-            "application": self.application,
-            "params": {k: request.query.getall(k) for k in request.query},
-            "uri": str(request.url),
-            "entities": [],
-            "data": data,
-            "timestamp": self._now(),
-            "duration": 0,
-            "organization": self.settings.org,
-            "applicationName": self.settings.app,
-            **extra,
-        }
+        body = {"action": request.method.lower(), "application": self.application,
+                "params": {k: request.query.getall(k) for k in request.query},
+                "uri": str(request.url), "entities": [], "data": data, "timestamp": self._now(),
+                "duration": 0, "organization": self.settings.org,
+                "applicationName": self.settings.app, **extra}  # fmt: skip
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     def _emit(self, changes: list[Change]) -> None:
@@ -179,9 +182,7 @@ class Emulator:
         ):
             raise EasemobError(401, api.INVALID_CLIENT, "EasemobUnauthorizedException",
                                "client_id or client_secret is not valid")  # fmt: skip
-        ttl = body.get("ttl") or self.settings.token_ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
-            raise bad_request("ttl must be a positive number of seconds")
+        ttl = checks.integer(body.get("ttl") or self.settings.token_ttl, "ttl", minimum=1)
         token = "YWMt" + secrets.token_urlsafe(32)
         self._tokens[token] = self.clock() + ttl
         self.tokens_issued += 1
@@ -323,9 +324,7 @@ class Emulator:
         group_id = request.match_info["group"]
         body = await checks.body(request)
         users = batch(body.get("usernames"))
-        duration = body.get("mute_duration")
-        if isinstance(duration, bool) or not isinstance(duration, int) or duration <= 0:
-            raise bad_request("mute_duration must be a positive number of milliseconds")
+        duration = checks.integer(body.get("mute_duration"), "mute_duration", minimum=1)
         self.state.group(group_id)
         expire = self._now() + duration
         data = []

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -130,6 +131,8 @@ class CallbackSender:
         self.accepted = 0
         self.retried = 0
         self.dropped = 0
+        #: Called with each callback dropped after its two attempts (callback storage).
+        self.on_dropped: Callable[[bytes], None] | None = None
 
     async def start(self) -> None:
         if self.sink_url:
@@ -161,20 +164,32 @@ class CallbackSender:
             timestamp, msg_id = self._stamp.next()
             doc = document(change, appkey=self.appkey, host=self.host, timestamp=timestamp,
                            msg_id=msg_id)  # fmt: skip
-            doc["security"] = sign(doc["callId"], self._secret, timestamp)
-            self.outbox.append(doc)
-            if not self.sink_url:
-                continue
-            body = orjson.dumps(doc)
-            copies = 2 if self._rng.random() < self.duplicate_rate else 1
-            for _ in range(copies):
-                if self.delay > 0:
-                    wait = self._rng.uniform(0, self.delay)
-                    task = asyncio.get_running_loop().create_task(self._deliver_later(body, wait))
-                    self._delayed.add(task)
-                    task.add_done_callback(self._delayed.discard)
-                else:
-                    self._queue.put_nowait(body)
+            self.send_document(doc)
+
+    def stamp(self) -> tuple[int, str]:
+        """The next callback timestamp (strictly increasing) and a message id derived from it."""
+        return self._stamp.next()
+
+    def sign(self, call_id: str, timestamp: int) -> str:
+        """The ``security`` of a callback this emulator sends (pre-send ones too)."""
+        return sign(call_id, self._secret, timestamp)
+
+    def send_document(self, doc: dict[str, Any]) -> None:
+        """Sign (its callId and timestamp), record and schedule one callback document."""
+        doc["security"] = self.sign(doc["callId"], doc["timestamp"])
+        self.outbox.append(doc)
+        if not self.sink_url:
+            return
+        body = orjson.dumps(doc)
+        copies = 2 if self._rng.random() < self.duplicate_rate else 1
+        for _ in range(copies):
+            if self.delay > 0:
+                wait = self._rng.uniform(0, self.delay)
+                task = asyncio.get_running_loop().create_task(self._deliver_later(body, wait))
+                self._delayed.add(task)
+                task.add_done_callback(self._delayed.discard)
+            else:
+                self._queue.put_nowait(body)
 
     async def _deliver_in_order(self) -> None:
         while True:
@@ -200,6 +215,8 @@ class CallbackSender:
                 self.retried += 1
         self.dropped += 1
         log.warning("emulator.callback_dropped", status=status)
+        if self.on_dropped is not None:
+            self.on_dropped(body)
         return status
 
     async def _post(self, body: bytes) -> int:

@@ -52,14 +52,19 @@ def text(value: object, name: str, *, slash: bool = True) -> str:
 
 
 def boolean(value: object, name: str) -> bool:
+    """A JSON boolean, or one written as a string in any case (``"true"``, ``"False"``), as
+    Easemob's back end takes it."""
     if isinstance(value, bool):
         return value
-    if value in ("true", "false"):
-        return value == "true"
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
     raise bad_request(f"{name} must be true or false")
 
 
 def integer(value: object, name: str, *, minimum: int) -> int:
+    """A JSON integer, or one written as a string (``"200"``), as Easemob takes it."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise bad_request(f"{name} must be an integer of at least {minimum}")
     return value

@@ -42,6 +42,7 @@ facts_table = sa.Table(
     sa.Column("call_id", sa.String(255), nullable=False),
 )
 
+
 class NoDirectory(SinkError):
     """A read-only command found no directory where ``SINK_DIRECTORY_URL`` points."""
 
@@ -82,8 +83,10 @@ class Directory:
                 await conn.run_sync(metadata.create_all)
             elif not await conn.run_sync(lambda c: sa.inspect(c).has_table(facts_table.name)):
                 await engine.dispose()
-                raise NoDirectory("the group directory (SINK_DIRECTORY_URL) has no table yet: "
-                                  "no worker with handlers.directory has run against it")  # fmt: skip
+                raise NoDirectory(
+                    "the group directory (SINK_DIRECTORY_URL) has no table yet: "
+                    "no worker with handlers.directory has run against it"
+                )
         return cls(engine)
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from easemob.redis_limiter import limiter_for
 from easemob.rest import GroupClient
 from easemob.settings import EasemobSettings
 from handlers.directory import facts as f
@@ -24,6 +25,7 @@ from handlers.directory.store import Directory
 from sink import logs
 from sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable, Retry
 from sink.events import Event
+from sink.settings import Settings
 
 log = logs.get("handlers.directory")
 
@@ -41,7 +43,11 @@ class Tracker:
     @classmethod
     async def open(cls, settings: DirectorySettings, easemob: EasemobSettings) -> Tracker:
         directory = await Directory.open(settings)
-        client = GroupClient(easemob) if settings.fetch and easemob.configured else None
+        client = None
+        if settings.fetch and easemob.configured:
+            sink = Settings.from_env()  # every worker of the app shares one REST quota
+            limiter = limiter_for(easemob, sink.dedup_url, sink.topology_prefix)
+            client = GroupClient(easemob, limiter=limiter)
         log.info("directory.opened", lookups=client is not None)
         return cls(directory, client)
 

@@ -1,0 +1,307 @@
+"""The measured rows: each scenario runs once per round and returns one :class:`Result`
+(see bench/README.md for what each one measures and why)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import procs
+from common import (
+    AMQP_URL,
+    BENCH,
+    CLI,
+    DRAIN_TIMEOUT,
+    PYTHON,
+    REDIS_URL,
+    SECRET,
+    WRK_THREADS,
+    Config,
+    Result,
+    log,
+    new_prefix,
+)
+from harness import Harness, rss_role
+from services import cleanup, queue_depth, settled_depth
+from tooling import ensure_alt_venv, ingress_command
+
+from sink.topology import Topology
+
+
+class Bench(Harness):
+    async def noop(self) -> Result:
+        port = procs.free_port()
+        env = self.env("bench-noop", port)
+        child = await self.start("noop", [PYTHON, str(BENCH / "noop_server.py"), str(port)], env)
+        await self.ready(child, f"http://127.0.0.1:{port}/readyz")
+        return await self.http_row(child, f"http://127.0.0.1:{port}", "noop", None)
+
+    async def ingress(self, processes: int, level: str) -> Result:
+        if processes > 1 and not self.multi:
+            return Result(float("nan"), "n/a: this ingress has no --processes")
+        prefix = new_prefix()
+        port = procs.free_port()
+        env = self.env(prefix, port, SINK_LOG_LEVEL=level)
+        try:
+            child = await self.start("ingress", ingress_command(processes, self.multi), env)
+            base = f"http://127.0.0.1:{port}"
+            await self.ready(child, f"{base}/readyz")
+            result = await self.http_row(child, base, prefix, Topology(prefix).work_queue)
+            result.extra["processes"] = processes
+            result.extra["log_level"] = level
+            return result
+        finally:
+            await cleanup(prefix)
+
+    async def celery(self, confirm: bool) -> Result:
+        venv = ensure_alt_venv()
+        prefix = new_prefix()
+        queue = f"{prefix}.celery"
+        port = procs.free_port()
+        env = self.env(prefix, port)
+        env.update(
+            ALT_SECRET=SECRET,
+            ALT_BROKER=AMQP_URL,
+            ALT_QUEUE=queue,
+            ALT_CONFIRM="1" if confirm else "0",
+        )
+        command = [
+            str(venv / "bin" / "uvicorn"),
+            "alt_app:app",
+            "--app-dir",
+            str(BENCH),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ]
+        try:
+            child = await self.start("uvicorn", command, env)
+            base = f"http://127.0.0.1:{port}"
+            await self.ready(child, f"{base}/readyz")
+            return await self.http_row(child, base, prefix, queue)
+        finally:
+            await cleanup(prefix, (queue,))
+
+    async def bare_publish(self, processes: int) -> Result:
+        config = self.config
+        prefix = new_prefix()
+        seconds = 1.0 if config.limit else config.duration
+        warmup = 0.3 if config.limit else config.warmup
+        per = max(1, config.connections // processes)
+        try:
+            # Declare first, so that the publishers do not race to declare the same queue.
+            await self.bare(["fill", "--prefix", prefix, "--count", "1", "--concurrency", "1"])
+            await asyncio.sleep(0)
+            runs = await asyncio.gather(
+                *(
+                    self.bare(
+                        [
+                            "publish",
+                            "--prefix",
+                            prefix,
+                            "--tag",
+                            f"p{i}",
+                            "--concurrency",
+                            str(per),
+                            "--duration",
+                            str(seconds),
+                            "--warmup",
+                            str(warmup),
+                            "--bodies",
+                            str(min(20000, int(6000 * (seconds + warmup)))),
+                        ]
+                    )
+                    for i in range(processes)
+                )
+            )
+            total = 1 + sum(int(run["total"]) for run in runs)
+            depth = await settled_depth(Topology(prefix).work_queue, total)
+            return Result(
+                value=sum(float(run["rate"]) for run in runs),
+                generator=f"itself: {processes}×{per} confirms in flight ({runs[0]['loop']})",
+                non_200=sum(int(run["refused"]) for run in runs),
+                lost=max(0, total - depth),
+                peak_rss_mib={
+                    f"publisher[{i}]": float(run["peak_rss_mib"]) for i, run in enumerate(runs)
+                },
+                extra={"runs": runs, "queue_depth": depth, "confirmed_total": total},
+            )
+        finally:
+            await cleanup(prefix)
+
+    async def bare_consume(self, setnx: bool) -> Result:
+        prefix = new_prefix()
+        try:
+            count = await self.fill(prefix)
+            arguments = ["consume", "--prefix", prefix, "--count", str(count)]
+            arguments += ["--prefetch", str(self.prefetch)]
+            if setnx:
+                arguments += ["--redis", REDIS_URL]
+            run = await self.bare(arguments)
+            left = await queue_depth(Topology(prefix).work_queue)
+            return Result(
+                value=float(run["rate"]),
+                generator=f"pre-filled queue, {count:,} messages",
+                lost=count - int(run["consumed"]) + left,
+                twice=int(run["consumed"]) - int(run["distinct"]),
+                peak_rss_mib={"consumer": float(run["peak_rss_mib"])},
+                extra={"run": run, "prefetch": self.prefetch, "left": left},
+            )
+        finally:
+            await cleanup(prefix)
+
+    async def drain(self, dedup: str) -> Result:
+        prefix = new_prefix()
+        try:
+            count = await self.fill(prefix)
+            dedup_url = REDIS_URL if dedup == "redis" else "memory://"
+            env = self.env(prefix, procs.free_port(), SINK_DEDUP_URL=dedup_url)
+            worker = await self.start("worker", [CLI, "worker"], env)
+            handled = procs.Handled(worker.stderr)
+            await handled.wait_for(count, worker, DRAIN_TIMEOUT, idle=15.0)
+            worker.sample()
+            await self.stop(worker)
+            handled.poll()
+            topology = Topology(prefix)
+            left = await queue_depth(topology.work_queue) + await queue_depth(topology.dead_queue)
+            span = handled.times[-1] - handled.times[0] if handled.count > 1 else 0.0
+            return Result(
+                value=(handled.count - 1) / max(span, 1e-9),
+                generator=f"pre-filled queue, {count:,} messages",
+                lost=count - len(handled.keys),
+                twice=handled.twice,
+                peak_rss_mib=rss_role(worker),
+                extra={"handled": handled.count, "left_in_queues": left, "dedup": dedup},
+            )
+        finally:
+            await cleanup(prefix)
+
+    async def e2e(self) -> Result:
+        config = self.config
+        processes = 2 if self.multi else 1
+        prefix = new_prefix()
+        port = procs.free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = self.env(prefix, port, SINK_DEDUP_URL=REDIS_URL)
+        topology = Topology(prefix)
+        try:
+            ingress = await self.start("ingress", ingress_command(processes, self.multi), env)
+            worker = await self.start("worker", [CLI, "worker"], env)
+            await self.ready(ingress, f"{base}/readyz")
+            await self.consuming(worker, topology.work_queue)
+            handled = procs.Handled(worker.stderr)
+            url = f"{base}/callbacks"
+            accepted, non_200 = 0, 0
+            if not config.limit:
+                warm = await self.run_wrk(url, self.body_dir(f"{prefix}-warm", 4000), config.warmup)
+                accepted, non_200 = warm["ok"], warm["non_200"]
+                await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
+            # 1. the maximum: closed loop, then until the worker handled every one
+            run_dir = self.body_dir(f"{prefix}-max", self.bodies_for(config.duration))
+            started = time.monotonic()
+            summary = await self.run_wrk(url, run_dir, config.duration, config.limit)
+            accepted += summary["ok"]
+            non_200 += summary["non_200"]
+            await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
+            max_rate = summary["ok"] / max(handled.times[-1] - started, 1e-9)
+            log(f"e2e: maximum {max_rate:,.0f} callbacks/s (ingress alone {summary['rate']:,.0f})")
+            # 2. open loop at fractions of it
+            levels: dict[str, Any] = {}
+            for fraction in config.levels:
+                rate = max(10.0, fraction * max_rate)
+                count = 100 if config.limit else int(rate * config.level_seconds)
+                tag = f"{prefix}-l{int(fraction * 100)}"
+                out = self.work / f"{tag}.json"
+                sender = await self.start(
+                    "openloop",
+                    [
+                        *(PYTHON, str(BENCH / "openloop.py"), "--url", url),
+                        *("--rate", f"{rate:.1f}", "--count", str(count)),
+                        *("--tag", tag, "--out", str(out)),
+                    ],
+                    env,
+                )
+                await sender.wait(config.level_seconds + DRAIN_TIMEOUT)
+                run = orjson.loads(out.read_bytes())
+                ok = sum(1 for s in run["status"] if s == 200)
+                accepted += ok
+                non_200 += count - ok
+                await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
+                levels[f"{fraction:.0%}"] = latency_level(run, handled, rate)
+            ingress.sample()
+            worker.sample()
+            await self.stop(ingress)
+            await handled.wait_for(accepted, worker, 10.0, idle=3.0)
+            await self.stop(worker)
+            handled.poll()
+            rss = rss_role(ingress) | rss_role(worker)
+            return Result(
+                value=max_rate,
+                generator=f"wrk {WRK_THREADS}t/{config.connections}c, then open loop (Python)",
+                non_200=non_200,
+                lost=max(0, accepted - len(handled.keys)),
+                twice=handled.twice,
+                peak_rss_mib=rss,
+                extra={"levels": levels, "max_wrk": summary, "ingress_processes": processes},
+            )
+        finally:
+            await cleanup(prefix)
+
+
+def latency_level(run: dict[str, Any], handled: procs.Handled, rate: float) -> dict[str, Any]:
+    """End-to-end latency of one open-loop level: handler done minus POST due, per callback."""
+    done: dict[str, float] = {}
+    for call_id, at in zip(handled.call_ids, handled.times, strict=True):
+        done.setdefault(call_id, at)
+    e2e = sorted(
+        (done[c] - due) * 1000
+        for c, due, s in zip(run["call_ids"], run["due"], run["status"], strict=True)
+        if s == 200 and c in done
+    )
+    answers = sorted(a for a, s in zip(run["answer_ms"], run["status"], strict=True) if s == 200)
+    lags = sorted(run["send_lag_ms"])
+    return {
+        "target_rate": rate,
+        "sent_rate": len(run["due"]) / max(run["send_seconds"], 1e-9),
+        "count": len(run["due"]),
+        "e2e_ms": {"p50": pct(e2e, 50), "p99": pct(e2e, 99), "max": e2e[-1] if e2e else None},
+        "answer_ms": {"p50": pct(answers, 50), "p99": pct(answers, 99)},
+        "send_lag_ms": {"p50": pct(lags, 50), "p99": pct(lags, 99)},
+        "sender_cpu_percent": 100 * run["cpu_seconds"] / max(run["wall_seconds"], 1e-9),
+    }
+
+
+def pct(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def scenarios(bench: Bench, config: Config) -> dict[str, Callable[[], Awaitable[Result]]]:
+    table: dict[str, Callable[[], Awaitable[Result]]] = {
+        "noop": bench.noop,
+        "bare-pub-1p": lambda: bench.bare_publish(1),
+        "bare-pub-2p": lambda: bench.bare_publish(2),
+        "ingress-1p-info": lambda: bench.ingress(1, "info"),
+        "ingress-1p-warning": lambda: bench.ingress(1, "warning"),
+        "ingress-2p-info": lambda: bench.ingress(2, "info"),
+        "celery": lambda: bench.celery(False),
+        "celery-confirm": lambda: bench.celery(True),
+        "bare-consume": lambda: bench.bare_consume(False),
+        "bare-consume-setnx": lambda: bench.bare_consume(True),
+        "drain-memory": lambda: bench.drain("memory"),
+        "drain-redis": lambda: bench.drain("redis"),
+        "e2e": bench.e2e,
+    }
+    if not config.alt:
+        del table["celery"], table["celery-confirm"]
+    if config.only:
+        table = {name: run for name, run in table.items() if name in config.only}
+    return table

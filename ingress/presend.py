@@ -1,0 +1,183 @@
+"""``POST /presend``: Easemob's pre-send (moderation) callback, answered inline.
+
+Easemob waits for this answer before delivering a message a client sent (200 ms by default,
+then it applies the rule's default policy), so nothing on the answer path waits for RabbitMQ:
+
+    admit (network, size, JSON, signature, age: :func:`ingress.app.admit`)
+      → decide (the ``@presend`` chain within ``SINK_PRESEND_BUDGET_MS``, else the default)
+      → answer ``{"valid": …, "code": …, "payload": …}``
+      → record, in the background: ``presend:verdict`` through the ingress's durable path
+        (a confirmed publish, else the spool)
+
+A refused request (401 for a bad signature) runs nothing and records nothing. The records
+are never dropped on purpose: one whose spool write fails is retried every second, and a
+stopping ingress awaits every record still in flight before it closes the broker connection
+and the spool (:meth:`Recorder.close`, in the application's cleanup).
+
+:func:`install` adds the route, the chain and the recorder to an application built by
+:func:`ingress.app.create_app`; the composition (:mod:`callback_sink.service`) loads the
+chain from the handler modules, since the ingress cannot import them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ingress.app import EDGE, PUBLISHER, SETTINGS, SPOOL, admit, make_durable
+from ingress.sampling import Sampler
+from sink import logs
+from sink.errors import Rejected
+from sink.events import Event, from_document
+from sink.presend import Decision, PresendFunc, Verdict, decide, record_document
+
+log = logs.get("ingress")
+
+#: The event name of the record published after each answer.
+VERDICT_EVENT = "presend:verdict"
+#: How often a record whose spool write failed (spool full, disk broken) is tried again.
+RECORD_RETRY = 1.0
+#: Beyond the confirm time-out, how long a stopping ingress waits for records in flight.
+RECORD_STOP_MARGIN = 5.0
+
+
+class Recorder:
+    """Publishes ``presend:verdict`` records in background tasks, and awaits them on close."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._pending: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def record(self, callback: dict[str, Any], decision: Decision) -> None:
+        """Make the record of ``callback`` and its answer durable, in the background."""
+        doc = record_document(callback, decision)
+        event, body = from_document(doc), orjson.dumps(doc)
+        task = asyncio.get_running_loop().create_task(self._make_durable(event, body))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _make_durable(self, event: Event, body: bytes) -> None:
+        app = self._app
+        while True:
+            try:
+                accepted = await make_durable(event, body, app[PUBLISHER], app[SPOOL])
+            except Rejected as exc:  # the spool is full or broken, and so is the broker
+                self.counts["failed"] += 1
+                log.error("presend.record_failed", call_id=event.call_id, reason=exc.reason,
+                          retry_in=None if self._closing else RECORD_RETRY)  # fmt: skip
+                if self._closing:
+                    self.counts["lost"] += 1
+                    return
+                await asyncio.sleep(RECORD_RETRY)
+                continue
+            self.counts[accepted.durable] += 1
+            return
+
+    async def close(self, grace: float) -> None:
+        """Await the records in flight (at most ``grace`` seconds); what still does not
+        make it is logged, with a count, as lost."""
+        self._closing = True
+        if not self._pending:
+            return
+        pending = set(self._pending)
+        log.info("presend.records_flushing", records=len(pending))
+        _, late = await asyncio.wait(pending, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            self.counts["lost"] += len(late)
+            log.error("presend.records_lost", records=len(late), grace_s=grace)
+
+
+class Presend:
+    """The pre-send endpoint's state: the chain, its budget and default, and the recorder."""
+
+    def __init__(self, app: web.Application, chain: Sequence[PresendFunc]) -> None:
+        settings = app[SETTINGS]
+        self.chain = tuple(chain)
+        self.budget_s = settings.presend_budget_ms / 1000
+        accept = settings.presend_default == "accept"
+        self.default = Verdict.accept() if accept else Verdict.reject()
+        self.recorder = Recorder(app)
+        #: Answers by outcome (``accept``, ``reject``, ``default:<reason>``).
+        self.answers: Counter[str] = Counter()
+        self.sampler = Sampler(settings.reject_log_rate)
+
+    def count(self, decision: Decision) -> None:
+        if decision.source == "default":
+            self.answers[f"default:{decision.reason}"] += 1
+        else:
+            self.answers["accept" if decision.valid else "reject"] += 1
+
+
+PRESEND = web.AppKey("presend", Presend)
+
+
+def install(app: web.Application, chain: Sequence[PresendFunc]) -> Presend:
+    """Serve the pre-send callback on ``SINK_PRESEND_PATH`` with ``chain``; the recorder's
+    records are awaited when the application stops, before the broker and spool close."""
+    presend = Presend(app, chain)
+    app[PRESEND] = presend
+    app.router.add_post(app[SETTINGS].presend_path, receive)
+    app.cleanup_ctx.append(_recorder)
+    log.info("presend.chain", functions=len(presend.chain), budget_ms=presend.budget_s * 1000,
+             default=app[SETTINGS].presend_default)  # fmt: skip
+    return presend
+
+
+async def receive(request: web.Request) -> web.Response:
+    app = request.app
+    edge, presend = app[EDGE], app[PRESEND]
+    started = time.perf_counter()
+    if edge.inflight >= edge.settings.max_inflight:
+        return edge.refusals.respond(
+            Rejected(503, "too many requests in flight"), _remote(request), started
+        )
+    edge.inflight += 1
+    try:
+        doc, _ = await admit(request, edge.settings, app)
+        event = from_document(doc)
+        remaining = presend.budget_s - (time.perf_counter() - started)
+        decision = await decide(presend.chain, event, remaining, presend.default)
+    except Rejected as exc:
+        return edge.refusals.respond(exc, _remote(request), started)
+    finally:
+        edge.inflight -= 1
+    presend.count(decision)
+    edge.counters.requests[200] += 1
+    presend.recorder.record(doc, decision)
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    if decision.source == "default" and presend.sampler.admit(decision.reason):
+        log.warning("presend.default", call_id=event.call_id, reason=decision.reason,
+                    error=decision.error, valid=decision.valid,
+                    duration_ms=duration_ms)  # fmt: skip
+    log.info("presend.answered", call_id=event.call_id, event_name=event.name,
+             valid=decision.valid, source=decision.source, rejected_by=decision.rejected_by,
+             duration_ms=duration_ms)  # fmt: skip
+    return web.Response(body=decision.answer_body(), content_type="application/json")
+
+
+def _remote(request: web.Request) -> str:
+    network = request.app[EDGE].network
+    return network.client(request.remote, request.headers.get("X-Forwarded-For")).text
+
+
+async def _recorder(app: web.Application) -> AsyncIterator[None]:
+    yield
+    settings = app[SETTINGS]
+    with contextlib.suppress(asyncio.CancelledError):
+        await app[PRESEND].recorder.close(settings.publish_timeout + RECORD_STOP_MARGIN)
