@@ -7,8 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from worker.dedup import DedupStore, MemoryStore, State
+from worker.dedup import ClaimRequest, DedupStore, MemoryStore, State
 from worker.redis_store import RedisStore
+
+
+def ask(
+    key: str, kind: str, handlers: list[str], lease: float, runs: int, call_id: str
+) -> ClaimRequest:
+    return ClaimRequest(key, call_id, kind, handlers, lease, bind_ttl=60, max_runs=runs)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -95,14 +101,20 @@ async def test_claim_all_takes_every_free_handler_in_one_call(store: DedupStore)
     done = await store.claim("call-1", "a", lease=30)
     await store.done("call-1", "a", done, ttl=60)
     await store.claim("call-1", "b", lease=30)
-    found = await store.claim_all("call-1", "call-1", "muc:apply", ["a", "b", "c"], 30, 60, 20)
+    found = await store.claim_all(
+        ask("call-1", "muc:apply", ["a", "b", "c"], lease=30, runs=20, call_id="call-1")
+    )
     assert [c.state for c in found.claims] == [State.DONE, State.BUSY, State.CLAIMED]
     assert found.runs == 1
 
 
 async def test_a_call_id_stays_bound_to_the_kind_it_first_came_as(store: DedupStore) -> None:
-    first = await store.claim_all("call-1", "call-1", "muc:apply", ["a"], 30, 60, 20)
-    forged = await store.claim_all("call-1|bob", "call-1", "muc:kick", ["a"], 30, 60, 20)
+    first = await store.claim_all(
+        ask("call-1", "muc:apply", ["a"], lease=30, runs=20, call_id="call-1")
+    )
+    forged = await store.claim_all(
+        ask("call-1|bob", "muc:kick", ["a"], lease=30, runs=20, call_id="call-1")
+    )
     assert first.bound_kind == "muc:apply" and first.claims
     assert forged.bound_kind == "muc:apply" and forged.claims == ()
 
@@ -110,20 +122,20 @@ async def test_a_call_id_stays_bound_to_the_kind_it_first_came_as(store: DedupSt
 async def test_only_deliveries_that_start_handlers_count_toward_the_budget(
     store: DedupStore,
 ) -> None:
-    taken = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
-    busy = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
+    taken = await store.claim_all(ask("call-1", "k", ["a"], lease=30, runs=2, call_id="call-1"))
+    busy = await store.claim_all(ask("call-1", "k", ["a"], lease=30, runs=2, call_id="call-1"))
     assert (taken.runs, busy.runs) == (1, 1)
     await store.release("call-1", "a", taken.claims[0])
-    second = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
+    second = await store.claim_all(ask("call-1", "k", ["a"], lease=30, runs=2, call_id="call-1"))
     await store.release("call-1", "a", second.claims[0])
-    third = await store.claim_all("call-1", "call-1", "k", ["a"], 30, 60, 2)
+    third = await store.claim_all(ask("call-1", "k", ["a"], lease=30, runs=2, call_id="call-1"))
     assert second.runs == 2
     assert third.over_budget(2) and third.claims == ()
     assert (await store.claim("call-1", "a", lease=30)).state is State.CLAIMED  # nothing held
 
 
 async def test_a_renewed_lease_outlives_its_first_term(store: DedupStore) -> None:
-    found = await store.claim_all("call-1", "call-1", "k", ["a"], 0.2, 60, 20)
+    found = await store.claim_all(ask("call-1", "k", ["a"], lease=0.2, runs=20, call_id="call-1"))
     for _ in range(3):
         await asyncio.sleep(0.1)
         await store.renew([(("call-1", "a"), found.claims[0])], 0.2)
@@ -135,15 +147,21 @@ async def test_concurrent_claims_and_done_marks_each_get_their_own_answer(
 ) -> None:
     keys = [f"call-{i}" for i in range(50)]
     found = await asyncio.gather(
-        *(redis_store.claim_all(k, k, "muc:apply", ["a"], 30, 60, 20) for k in keys)
+        *(
+            redis_store.claim_all(ask(k, "muc:apply", ["a"], lease=30, runs=20, call_id=k))
+            for k in keys
+        )
     )
     assert all(f.claims[0].state is State.CLAIMED for f in found)
     await asyncio.gather(
         *(redis_store.done(k, "a", f.claims[0], ttl=60) for k, f in zip(keys, found, strict=True))
     )
+    kinds = ("muc:apply", "muc:kick")
     again = await asyncio.gather(
-        *(redis_store.claim_all(k, k, "muc:kick" if i % 2 else "muc:apply", ["a"], 30, 60, 20)
-          for i, k in enumerate(keys))
-    )  # fmt: skip
+        *(
+            redis_store.claim_all(ask(k, kinds[i % 2], ["a"], lease=30, runs=20, call_id=k))
+            for i, k in enumerate(keys)
+        )
+    )
     assert [bool(f.claims) for f in again] == [i % 2 == 0 for i in range(50)]
     assert all(f.claims[0].state is State.DONE for f in again if f.claims)

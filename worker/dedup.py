@@ -44,6 +44,24 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """What :meth:`DedupStore.claim_all` is asked for one delivery."""
+
+    #: The callback's dedup key (callId, or callId + ``to`` for offline messages).
+    key: str
+    call_id: str
+    #: The kind of event it arrived as (``event.kind``); a callId keeps its first kind.
+    kind: str
+    handlers: Sequence[str]
+    #: Seconds each claim is leased for.
+    lease: float
+    #: Seconds the kind binding and the run count are kept (the dedup TTL).
+    bind_ttl: float
+    #: Deliveries that may start handlers (``SINK_MAX_DELIVERIES``).
+    max_runs: int
+
+
+@dataclass(frozen=True)
 class Claims:
     """What :meth:`DedupStore.claim_all` found: the kind the callId is bound to, how many
     deliveries of this callback have started handlers (this one included, if it claimed
@@ -62,18 +80,9 @@ class DedupStore(Protocol):
     async def claim(self, key: str, handler: str, lease: float) -> Claim:
         """Atomically take the right to run ``handler`` for callback ``key``."""
 
-    async def claim_all(
-        self,
-        key: str,
-        call_id: str,
-        kind: str,
-        handlers: Sequence[str],
-        lease: float,
-        bind_ttl: float,
-        max_runs: int,
-    ) -> Claims:
-        """Bind ``call_id`` to ``kind`` unless already bound; if bound to ``kind``, claim every
-        free handler of callback ``key`` at once (one token for all) and count one more run
+    async def claim_all(self, ask: ClaimRequest) -> Claims:
+        """Bind the callId to its kind unless already bound; if bound to that kind, claim
+        every free handler of the callback at once (one token for all) and count one more run
         when any was free, unless that run would be past ``max_runs``: then claim none."""
 
     async def renew(self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float) -> None:
@@ -136,39 +145,30 @@ class MemoryStore:
         self._set(slot, token, lease)
         return Claim(State.CLAIMED, token)
 
-    async def claim_all(
-        self,
-        key: str,
-        call_id: str,
-        kind: str,
-        handlers: Sequence[str],
-        lease: float,
-        bind_ttl: float,
-        max_runs: int,
-    ) -> Claims:
-        bind = (call_id, KIND_SLOT)
+    async def claim_all(self, ask: ClaimRequest) -> Claims:
+        bind = (ask.call_id, KIND_SLOT)
         bound = self._live(bind)
         if bound is None:
-            self._set(bind, kind, bind_ttl)
-            bound = kind
-        if bound != kind:
+            self._set(bind, ask.kind, ask.bind_ttl)
+            bound = ask.kind
+        if bound != ask.kind:
             return Claims(bound)
-        states = [self._live((key, h)) for h in handlers]
-        runs = int(self._live((key, RUNS_SLOT)) or 0)
+        states = [self._live((ask.key, h)) for h in ask.handlers]
+        runs = int(self._live((ask.key, RUNS_SLOT)) or 0)
         if any(value is None for value in states):
             runs += 1
-            if runs > max_runs:
+            if runs > ask.max_runs:
                 return Claims(bound, (), runs)
-            self._set((key, RUNS_SLOT), str(runs), bind_ttl)
+            self._set((ask.key, RUNS_SLOT), str(runs), ask.bind_ttl)
         token = uuid.uuid4().hex
         claims = []
-        for handler, value in zip(handlers, states, strict=True):
+        for handler, value in zip(ask.handlers, states, strict=True):
             if value == DONE:
                 claims.append(Claim(State.DONE))
             elif value is not None:
                 claims.append(Claim(State.BUSY))
             else:
-                self._set((key, handler), token, lease)
+                self._set((ask.key, handler), token, ask.lease)
                 claims.append(Claim(State.CLAIMED, token))
         return Claims(bound, tuple(claims), runs)
 

@@ -21,7 +21,7 @@ from handlers.registry import Handler
 from sink import logs
 from sink.errors import DedupUnavailable
 from sink.events import Event
-from worker.dedup import Claim, DedupStore, State
+from worker.dedup import Claim, ClaimRequest, DedupStore, State
 from worker.leases import Leases
 
 log = logs.get("worker")
@@ -113,8 +113,10 @@ async def dispatch(
     pending = [h for h in handlers if h.name not in settled]
     try:
         found = await store.claim_all(
-            event.dedup_key, event.call_id, event.kind, [h.name for h in pending],
-            policy.leases.lease, policy.done_ttl, policy.max_runs,
+            ClaimRequest(
+                event.dedup_key, event.call_id, event.kind, [h.name for h in pending],
+                policy.leases.lease, policy.done_ttl, policy.max_runs,
+            )
         )  # fmt: skip
     except DedupUnavailable as exc:
         outcome.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sink.errors import DedupUnavailable
-from worker.dedup import DONE, Claim, Claims, State
+from worker.dedup import DONE, Claim, ClaimRequest, Claims, State
 from worker.redis_batch import ScriptBatcher
 
 # Mark done / release only while we still hold the lease we took: a worker whose lease
@@ -105,30 +105,23 @@ class RedisStore:
             return await self.claim(key, handler, lease)
         return Claim(State.BUSY)
 
-    async def claim_all(
-        self,
-        key: str,
-        call_id: str,
-        kind: str,
-        handlers: Sequence[str],
-        lease: float,
-        bind_ttl: float,
-        max_runs: int,
-    ) -> Claims:
+    async def claim_all(self, ask: ClaimRequest) -> Claims:
         token = uuid.uuid4().hex
         keys = [
-            f"{self._prefix}:kind:{call_id}",
-            f"{self._prefix}:runs:{key}",
-            *(self._key(key, h) for h in handlers),
+            f"{self._prefix}:kind:{ask.call_id}",
+            f"{self._prefix}:runs:{ask.key}",
+            *(self._key(ask.key, h) for h in ask.handlers),
         ]
-        args: list[str | int] = [kind, token, _ms(lease), _ms(bind_ttl), max_runs]
+        args: list[str | int] = [
+            ask.kind, token, _ms(ask.lease), _ms(ask.bind_ttl), ask.max_runs
+        ]  # fmt: skip
         try:
             reply = await self._batch.call(self._claim_all, keys, args)
         except (RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
         bound = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         runs = int(reply[1])
-        if bound != kind or runs > max_runs:
+        if bound != ask.kind or runs > ask.max_runs:
             return Claims(bound, (), runs)
         claims = tuple(
             Claim(_STATES[state], token if state == b"claimed" else "") for state in reply[2:]
