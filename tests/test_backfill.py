@@ -212,7 +212,7 @@ def test_the_commands_run_the_emulator_s_storage_and_a_dry_run(tmp_path: Any) ->
                               env={**env, **client}, cwd=tmp_path, capture_output=True,
                               timeout=60, text=True)  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("0 stored callback(s) in 0 bucket(s)")
+        assert "\n0 stored callback(s) in 0 bucket(s); dry run" in "\n" + done.stdout
     finally:
         emulate.terminate()
         emulate.wait(30)

@@ -77,9 +77,11 @@ async def test_a_handler_can_choose_its_retry_delay(
     assert await post(ingress, signed(callback())) == 200
     await recorder.wait_for(1)
     assert len(calls) == 2
-    # 0.05 s is rounded up to the 0.1 s step: its own delay queue, not the 0.2 s first tier.
+    # 0.05 s is rounded up to the 0.1 s step: its own delay queue (declared only when used;
+    # a passive declare of a missing one fails), not the 0.2 s first tier. No timing asserted:
+    # the machine may be busy.
     assert await queue_depth(settings.amqp_url, f"{settings.topology_prefix}.delay.100") == 0
-    assert calls[1] - calls[0] < 0.2
+    assert calls[1] >= calls[0] + 0.1 * 0.9
 
 
 def test_a_retry_delay_must_be_a_finite_number() -> None:

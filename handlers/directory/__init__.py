@@ -17,36 +17,16 @@ Reading it from code::
 from __future__ import annotations
 
 import asyncio
-import importlib
-from typing import TYPE_CHECKING, Any
 
 from easemob.settings import EasemobSettings
 from handlers.directory.facts import Fact
 from handlers.directory.settings import DirectorySettings
+from handlers.directory.store import Directory, open_directory
+from handlers.directory.tracker import Tracker
+from handlers.directory.view import GroupView, MutedMember
 from handlers.registry import on, on_shutdown, on_startup
 from sink.errors import ConfigError
 from sink.events import Event
-
-if TYPE_CHECKING:
-    from handlers.directory.store import Directory, open_directory
-    from handlers.directory.tracker import Tracker
-    from handlers.directory.view import GroupView, MutedMember
-
-#: Loaded on first use: they pull in SQLAlchemy, which a process that only reads the
-#: directory's settings (``callback-sink --help``, ``config``) should not pay for.
-_LAZY = {
-    "Directory": "handlers.directory.store",
-    "open_directory": "handlers.directory.store",
-    "Tracker": "handlers.directory.tracker",
-    "GroupView": "handlers.directory.view",
-    "MutedMember": "handlers.directory.view",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Directory",
@@ -75,8 +55,6 @@ async def tracker() -> Tracker:
     global _opened
     loop = asyncio.get_running_loop()
     if _opened is None or _opened[0] is not loop:
-        from handlers.directory.tracker import Tracker
-
         opening = Tracker.open(DirectorySettings.from_env(), EasemobSettings.from_env())
         _opened = (loop, loop.create_task(opening))
     task = _opened[1]
