@@ -9,6 +9,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aio_pika
 import orjson
@@ -33,20 +34,30 @@ def cli(prefix: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     )  # fmt: skip
 
 
+#: Runs the command line and, at exit, writes the process's own peak resident size (VmHWM:
+#: the high-water mark of this very address space) to a file. ``wait4``'s ``ru_maxrss`` would
+#: also count the pages of the pytest process this child was forked from, before its exec.
+_MEASURE = """
+import atexit, re, runpy, sys
+def _peak(path):
+    status = open('/proc/self/status').read()
+    open(path, 'w').write(re.search(r'VmHWM:\\s+(\\d+)', status).group(1))
+atexit.register(_peak, sys.argv[1])
+sys.argv = ['callback-sink', *sys.argv[2:]]
+runpy.run_module('callback_sink', run_name='__main__')
+"""
+
+
 def measured(prefix: str, *args: str) -> tuple[int, bytes, bytes, int]:
-    """Run the command line; its exit code, output and peak resident size in KiB (wait4
-    reports the peak of exactly this child)."""
+    """Run the command line; its exit code, output and peak resident size in KiB."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SINK_TOPOLOGY_PREFIX": prefix}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "callback_sink", *args], stdout=out, stderr=err, cwd=ROOT,
-            env=env,
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "peak"
+        run = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(peak), *args],
+            capture_output=True, cwd=ROOT, env=env, timeout=120,
         )  # fmt: skip
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return child.returncode, out.read(), err.read(), usage.ru_maxrss
+        return run.returncode, run.stdout, run.stderr, int(peak.read_text())
 
 
 def dead_letter(index: int) -> aio_pika.Message:
