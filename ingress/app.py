@@ -94,7 +94,8 @@ EDGE = web.AppKey("edge", Edge)
 async def accept(request: web.Request, settings: Settings, app: web.Application) -> Accepted:
     """Validate one callback and make it durable; raise :class:`Rejected` otherwise."""
     doc, body = await admit(request, settings, app)
-    return await make_durable(from_document(doc), body, app[PUBLISHER], app[SPOOL])
+    ordered = settings.ordering != "none"
+    return await make_durable(from_document(doc), body, app[PUBLISHER], app[SPOOL], ordered=ordered)
 
 
 async def admit(
@@ -140,11 +141,17 @@ def check_age(timestamp_ms: int, max_age_s: float) -> None:
         raise Rejected(401, f"timestamp in the future: {-age:.0f}s ahead of our clock")
 
 
-async def make_durable(event: Event, body: bytes, publisher: Publisher, spool: Spool) -> Accepted:
+async def make_durable(
+    event: Event, body: bytes, publisher: Publisher, spool: Spool, *, ordered: bool = False
+) -> Accepted:
     """A confirmed publish; failing that, a spool record on stable storage; failing that
     (spool full or broken), 503: the only case where an outage costs Easemob a retry."""
     try:
-        await publisher.publish(event.name, event.call_id, body)
+        if ordered and spool.records:
+            # Ordered mode: while older callbacks wait in the spool, a newer one must not
+            # overtake them on the broker; it joins the spool behind them.
+            raise PublishError("ordered mode: the spool is draining")
+        await publisher.publish(event.name, event.call_id, body, event)
         return Accepted(event, "broker")
     except PublishError as exc:
         broker_error = str(exc)
@@ -262,7 +269,7 @@ def create_app(settings: Settings, metrics: IngressMetrics | None = None) -> web
     app[STOPPING] = asyncio.Event()
     metrics = metrics or IngressMetrics()
     app[EDGE] = Edge(settings, metrics)
-    topology = Topology(settings.topology_prefix, settings.quorum_size)
+    topology = Topology.of(settings)
     app[PUBLISHER] = Publisher(settings.amqp_urls, topology, settings.publish_timeout)
     app[SPOOL] = Spool(settings.spool_dir, settings.spool_max_bytes)
     app[DRAINER] = Drainer(app[SPOOL], app[PUBLISHER])

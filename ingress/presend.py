@@ -73,7 +73,10 @@ class Recorder:
         app = self._app
         while True:
             try:
-                accepted = await make_durable(event, body, app[PUBLISHER], app[SPOOL])
+                ordered = app[SETTINGS].ordering != "none"
+                accepted = await make_durable(
+                    event, body, app[PUBLISHER], app[SPOOL], ordered=ordered
+                )
             except Rejected as exc:  # the spool is full or broken, and so is the broker
                 self.counts["failed"] += 1
                 log.error("presend.record_failed", call_id=event.call_id, reason=exc.reason,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
@@ -35,6 +36,8 @@ from sink import headers, logs, names
 from sink.amqp import ClusterConnection, connect_any
 from sink.config import csv
 from sink.errors import PublishError
+from sink.events import Event, decode
+from sink.partition import PARTITION_HEADER, partition_of
 from sink.topology import Topology, declare
 
 log = logs.get("ingress")
@@ -105,18 +108,25 @@ class Publisher:
             return "ready"
         return "reopening" if self._reopening is not None else "disconnected"
 
-    async def publish(self, name: str, call_id: str, body: bytes) -> None:
+    async def publish(
+        self, name: str, call_id: str, body: bytes, event: Event | None = None
+    ) -> None:
         """Publish ``body`` persistently under the routing key of event ``name`` and await the
-        confirm (at most ``confirm_timeout`` seconds in all)."""
+        confirm (at most ``confirm_timeout`` seconds in all). In ordered mode the message
+        carries its partition (from ``event``, or from the body when not given)."""
         channel, exchange = self._channel, self._exchange
         if not self.ready or channel is None or exchange is None:
             raise PublishError("broker not connected")
+        found: dict[str, Any] = {headers.EVENT: name}
+        if self._topology.partitions:
+            partition = partition_of(event or decode(body), self._topology.partitions)
+            found[PARTITION_HEADER] = str(partition)
         properties = Basic.Properties(
             content_type=CONTENT_TYPE,
             delivery_mode=PERSISTENT,
             priority=0,
             message_id=call_id,
-            headers={headers.EVENT: name},
+            headers=found,
         )
         try:
             # The whole call is bounded: a reconnecting channel would be waited for untimed.

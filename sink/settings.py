@@ -27,6 +27,7 @@ from sink.config import (
     seconds,
 )
 from sink.errors import ConfigError
+from sink.partition import ORDERINGS
 
 DAY = 24 * 3600
 
@@ -51,6 +52,11 @@ class Settings:
     #: Replicas of each quorum queue (``x-quorum-initial-group-size``); unset: the broker's
     #: default (every node of a 3.10 cluster). Every process of one sink must agree on it.
     quorum_size: int | None = None
+    #: ``none`` (fastest) or ``group``: each group's (or conversation's) callbacks reach the
+    #: handlers in the order the ingress accepted them, through partition queues.
+    ordering: str = "none"
+    #: Partition queues in ordered mode; every process of one sink must agree.
+    partitions: int = 16
     #: Where per-handler dedup marks live: ``memory://`` (one process) or ``redis://…``.
     dedup_url: str = field(default="memory://", repr=False)
     #: How long a "done" mark is kept, seconds (longer than Easemob's 3-day re-send window).
@@ -136,6 +142,11 @@ class Settings:
         """The node URLs of ``SINK_AMQP_URL``, in the order they are tried."""
         return csv(self.amqp_url)
 
+    @property
+    def ordered_partitions(self) -> int:
+        """Partition queues in use: ``SINK_PARTITIONS`` in ordered mode, else 0."""
+        return self.partitions if self.ordering == "group" else 0
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``SINK_*`` variable; raise :class:`ConfigError` naming a bad one."""
@@ -144,6 +155,8 @@ class Settings:
 
     def check(self) -> None:
         """Cross-field checks, each naming the variable at fault."""
+        if self.ordering not in ORDERINGS:
+            raise ConfigError(f"SINK_ORDERING must be one of {', '.join(ORDERINGS)}")
         if self.secrets and self.apps:
             raise ConfigError(
                 "set SINK_APPS (or SINK_APPS_FILE) or SINK_SECRETS (or SINK_SECRETS_FILE), "
@@ -206,6 +219,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "amqp_url": str,
     "topology_prefix": str,
     "quorum_size": positive(int),
+    "ordering": str.lower,
+    "partitions": positive(int),
     "dedup_url": str,
     "dedup_ttl": positive(float),
     "handler_timeout": positive(float),

@@ -21,6 +21,9 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
+from sink.partition import PARTITION_HEADER
+from sink.settings import Settings
+
 #: Safety net only: the worker dead-letters on its own attempt count long before this, but a
 #: message that crashes worker processes outright (never settled) must not loop forever.
 DELIVERY_LIMIT = 20
@@ -58,6 +61,14 @@ class Topology:
     #: Replicas of each quorum queue (``SINK_QUORUM_SIZE``); ``None``: the broker's default.
     #: RabbitMQ refuses to re-declare a queue with another value, so every process agrees.
     quorum_size: int | None = None
+    #: Partition queues of ordered mode (``SINK_ORDERING=group``: ``SINK_PARTITIONS``); 0 is
+    #: unordered mode: one work queue.
+    partitions: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topology:
+        """The topology ``settings`` describe: prefix, quorum size, partitions."""
+        return cls(settings.topology_prefix, settings.quorum_size, settings.ordered_partitions)
 
     @property
     def quorum(self) -> dict[str, Any]:
@@ -84,6 +95,29 @@ class Topology:
     def delay_queue(self, delay_ms: int) -> str:
         return f"{self.prefix}.delay.{delay_ms}"
 
+    @property
+    def partition_exchange(self) -> str:
+        """Ordered mode: a headers exchange, fed by the topic exchange, that routes each
+        callback to its partition queue by the ``x-sink-partition`` header."""
+        return f"{self.prefix}.partitions"
+
+    def partition_queue(self, index: int) -> str:
+        return f"{self.prefix}.work.p{index}"
+
+    @property
+    def partition_queues(self) -> list[str]:
+        return [self.partition_queue(i) for i in range(self.partitions)]
+
+    @property
+    def work_arguments(self) -> dict[str, Any]:
+        """A work or partition queue: quorum, dead-lettering to the dead-letter exchange."""
+        return {
+            **self.quorum,
+            "x-dead-letter-exchange": self.dead_exchange,
+            "x-delivery-limit": DELIVERY_LIMIT,
+            **_AT_LEAST_ONCE,
+        }
+
 
 async def declare(channel: AbstractChannel, topology: Topology) -> None:
     """Declare the exchanges and queues every process needs."""
@@ -96,16 +130,25 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
     dead = await channel.declare_queue(topology.dead_queue, durable=True, arguments=topology.quorum)
     await dead.bind(dead_exchange, routing_key="#")
     work = await channel.declare_queue(
-        topology.work_queue,
-        durable=True,
-        arguments={
-            **topology.quorum,
-            "x-dead-letter-exchange": topology.dead_exchange,
-            "x-delivery-limit": DELIVERY_LIMIT,
-            **_AT_LEAST_ONCE,
-        },
+        topology.work_queue, durable=True, arguments=topology.work_arguments
     )
-    await work.bind(exchange, routing_key="#")
+    if not topology.partitions:
+        await work.bind(exchange, routing_key="#")
+        return
+    # Ordered mode: the work queue keeps only what is put there by name (dead letters
+    # replayed, delay queues expiring); callbacks go to their partitions.
+    await work.unbind(exchange, routing_key="#")
+    partitions = await channel.declare_exchange(
+        topology.partition_exchange, aio_pika.ExchangeType.HEADERS, durable=True
+    )
+    await partitions.bind(exchange, routing_key="#")
+    for index, name in enumerate(topology.partition_queues):
+        queue = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={**topology.work_arguments, "x-single-active-consumer": True},
+        )
+        await queue.bind(partitions, arguments={"x-match": "all", PARTITION_HEADER: str(index)})
 
 
 async def declare_delay(channel: AbstractChannel, topology: Topology, delay_ms: int) -> str:
@@ -127,8 +170,11 @@ async def declare_delay(channel: AbstractChannel, topology: Topology, delay_ms: 
 
 async def delete(channel: AbstractChannel, topology: Topology, delays_ms: list[int]) -> None:
     """Remove a topology (tests use a uuid prefix each and clean up after themselves)."""
-    for queue in (topology.work_queue, topology.dead_queue,
+    for queue in (topology.work_queue, topology.dead_queue, *topology.partition_queues,
                   *(topology.delay_queue(ms) for ms in delays_ms)):  # fmt: skip
         await channel.queue_delete(queue)
-    for exchange in (topology.exchange, topology.dead_exchange):
+    exchanges = [topology.exchange, topology.dead_exchange]
+    if topology.partitions:
+        exchanges.append(topology.partition_exchange)
+    for exchange in exchanges:
         await channel.exchange_delete(exchange)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -43,6 +44,8 @@ from worker.decide import Policy, decide
 from worker.dedup import DedupStore
 from worker.gate import Gate
 from worker.leases import Leases
+from worker.ordered import Partitions
+from worker.ordered import in_place as in_place_run
 from worker.pipeline import Outcome, Result, RunPolicy, dispatch
 from worker.settle import Settler, delivery_of, settled_of
 
@@ -112,11 +115,12 @@ class Worker:
         #: Where handler outcomes are counted (by default a registry of this worker's own).
         self.metrics = metrics or WorkerMetrics()
         self.metrics.bind(h.name for h in registry.handlers)
-        self.topology = Topology(settings.topology_prefix, settings.quorum_size)
+        self.topology = Topology.of(settings)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
+        self._queues: list[tuple[AbstractQueue, Callable[[AbstractIncomingMessage], Any]]] = []
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._partitions = Partitions()
         self._settler: Settler | None = None
         self._policy = policy_of(settings)
         self._run_policy = run_policy_of(settings, registry, store)
@@ -157,11 +161,16 @@ class Worker:
         self._settler = Settler(channel, self.topology, self.metrics)
         # ensure=True declares (passively) through the robust channel, which then restores
         # the queue and its consumer after a reconnection; ensure=False would not.
-        self._queue = await channel.get_queue(self.topology.work_queue, ensure=True)
+        work = await channel.get_queue(self.topology.work_queue, ensure=True)
+        self._queues = [(work, self._on_message)]
+        for name in self.topology.partition_queues:  # ordered mode
+            queue = await channel.get_queue(name, ensure=True)
+            self._queues.append((queue, functools.partial(self._on_partition, name)))
         await self._consume()
         log.info(
             "worker.started",
             queue=self.topology.work_queue,
+            partitions=self.topology.partitions,
             handlers=[h.name for h in self.registry.handlers],
             prefetch=self.settings.prefetch,
             concurrency=self.settings.concurrency,
@@ -170,17 +179,22 @@ class Worker:
     @property
     def consuming(self) -> bool:
         """Taking messages: started, not stopping, not paused for the dedup store."""
-        return self._consumer_tag is not None and not self._stopping
+        return bool(self._consumers) and not self._stopping
 
     async def _consume(self) -> None:
-        assert self._queue is not None
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        for queue, callback in self._queues:
+            self._consumers.append((queue, await queue.consume(callback)))
 
     async def _cancel(self) -> None:
-        if self._queue is not None and self._consumer_tag is not None:
-            tag, self._consumer_tag = self._consumer_tag, None
+        consumers, self._consumers = self._consumers, []
+        for queue, tag in consumers:
             with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
-                await self._queue.cancel(tag)
+                await queue.cancel(tag)
+
+    async def _on_partition(self, queue: str, message: AbstractIncomingMessage) -> None:
+        """Ordered mode: one callback of a partition at a time, in delivery order."""
+        async with self._partitions.lock(queue):
+            await self._on_message(message, in_place=True)
 
     async def stop(self) -> None:
         """Stop taking messages, let running handlers finish (bounded), then close."""
@@ -209,7 +223,7 @@ class Worker:
         await self.registry.shutdown()
         await self.store.close()
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: AbstractIncomingMessage, in_place: bool = False) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
@@ -221,18 +235,19 @@ class Worker:
                     return
                 if message.redelivered:
                     async with self._gate.alone():
-                        await self.handle(message)
+                        await self.handle(message, in_place)
                 else:
                     await self._gate.enter()
                     try:
-                        await self.handle(message)
+                        await self.handle(message, in_place)
                     finally:
                         self._gate.leave()
         finally:
             self._inflight.discard(task)
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
-        """decode → claim + dispatch → decide → settle, for one delivery."""
+    async def handle(self, message: AbstractIncomingMessage, in_place: bool = False) -> None:
+        """decode → claim + dispatch → decide → settle, for one delivery. ``in_place``
+        (ordered mode): retries and waits happen here, holding the partition."""
         settler = self._settler
         assert settler is not None
         try:
@@ -241,24 +256,35 @@ class Worker:
             await settler.undecodable(message, exc)
             return
         delivery = delivery_of(message)
+
+        async def run(settled: frozenset[str]) -> Outcome:
+            outcome = await dispatch(
+                event, self.registry.for_event(event.name), self.store, self._run_policy,
+                settled=settled,
+            )  # fmt: skip
+            if outcome.store_unavailable:
+                self._store_unreachable(outcome)
+            return outcome
+
         with bound_contextvars(call_id=event.call_id, event_name=event.name):
             try:
-                outcome = await dispatch(
-                    event,
-                    self.registry.for_event(event.name),
-                    self.store,
-                    self._run_policy,
-                    settled=settled_of(message),
-                )
+                if in_place:
+                    final = await in_place_run(
+                        message, run, settled_of(message), delivery, self._policy, settler,
+                        lambda: self._stopping,
+                    )  # fmt: skip
+                    if final is None:
+                        await settler.requeue(message)
+                        return
+                    outcome, delivery, decision = final
+                else:
+                    outcome = await run(settled_of(message))
+                    decision = decide(outcome, delivery, self._policy)
             except Exception as exc:  # a bug of ours: never leave the message unsettled
                 log.exception("callback.dispatch_failed", error=f"{type(exc).__name__}: {exc}")
                 await settler.requeue(message)
                 return
-            if outcome.store_unavailable:
-                self._store_unreachable(outcome)
-            await settler.settle(
-                message, outcome, delivery, decide(outcome, delivery, self._policy)
-            )
+            await settler.settle(message, outcome, delivery, decision)
 
     def _store_unreachable(self, outcome: Outcome) -> None:
         """Stop taking messages until the dedup store answers again (the message itself is

@@ -30,13 +30,17 @@ log = logs.get("worker")
 POLL_TIMEOUT = 10.0
 
 
+#: What a poll can meet when the broker or the connection goes away; the next poll retries.
+POLL_ERRORS = (TimeoutError, OSError, AMQPError, ChannelInvalidStateError, RuntimeError)
+
+
 class QueueDepths:
     """Sets ``callback_sink_queue_messages{queue}`` from the broker, periodically."""
 
     def __init__(self, settings: Settings, metrics: WorkerMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.topology = Topology(settings.topology_prefix)
+        self.topology = Topology.of(settings)
         delays = delay_steps_ms(settings.retry_delays)
         self.delay_queues = [self.topology.delay_queue(ms) for ms in delays]
         self._connection: AbstractConnection | None = None
@@ -51,6 +55,7 @@ class QueueDepths:
             counts = {"work": 0, "retry": 0, "dead_letter": 0}
             names = [("work", self.topology.work_queue), ("dead_letter", self.topology.dead_queue)]
             names += [("retry", name) for name in self.delay_queues]
+            names += [("work", name) for name in self.topology.partition_queues]
             for label, name in names:
                 found, channel = await _ready(connection, channel, name)
                 counts[label] += found
@@ -66,7 +71,7 @@ class QueueDepths:
         while True:
             try:
                 await asyncio.wait_for(self.poll(), POLL_TIMEOUT)
-            except (TimeoutError, OSError, AMQPError, ChannelInvalidStateError) as exc:
+            except POLL_ERRORS as exc:
                 log.warning("worker.queue_depth_failed", error=f"{type(exc).__name__}: {exc}")
                 await self.close()
             await asyncio.sleep(self.settings.queue_poll_s)

@@ -68,6 +68,19 @@ class Settler:
             log.warning("callback.settle_failed", error=f"{type(exc).__name__}: {exc}")
             await self.requeue(message)
 
+    async def interim(
+        self,
+        message: AbstractIncomingMessage,
+        outcome: Outcome,
+        delivery: Delivery,
+        decision: Decision,
+    ) -> None:
+        """Ordered mode, between two rounds of one delivery: log this round, and dead-letter
+        now the handlers that gave up (the rest is retried in place, not republished)."""
+        log_outcome(outcome, delivery, decision, self._metrics)
+        if decision.dead_letter is not None:
+            await self._dead_letter(message, outcome, delivery, decision)
+
     async def requeue(self, message: AbstractIncomingMessage) -> None:
         """Hand the delivery back to the broker (it counts toward the delivery budget). If the
         channel died, the broker redelivers it anyway."""

@@ -198,7 +198,7 @@ async def _delete_topology(settings: Settings) -> None:
     with contextlib.suppress(AMQPError, OSError):
         connection = await connect_first(settings.amqp_urls, per_node=5)
         try:
-            await delete(await connection.channel(), Topology(settings.topology_prefix), delays)
+            await delete(await connection.channel(), Topology.of(settings), delays)
         finally:
             await connection.close()
 
