@@ -29,6 +29,8 @@ import bodies  # noqa: E402
 import orjson  # noqa: E402
 
 from sink import headers  # noqa: E402
+from sink.events import decode  # noqa: E402
+from sink.partition import PARTITION_HEADER, partition_of  # noqa: E402
 from sink.topology import Topology, declare  # noqa: E402
 
 SECRET = "bench-secret"
@@ -42,17 +44,21 @@ def loop_name() -> str:
     return "uvloop"
 
 
-async def _connect(url: str, prefix: str) -> tuple[aio_pika.abc.AbstractConnection, object]:
+async def _connect(
+    url: str, prefix: str, partitions: int = 0
+) -> tuple[aio_pika.abc.AbstractConnection, object]:
     connection = await aio_pika.connect(url)
     channel = await connection.channel(publisher_confirms=True)
-    await declare(channel, Topology(prefix))
+    await declare(channel, Topology(prefix, partitions=partitions))
     exchange = await channel.get_exchange(prefix, ensure=False)
     return connection, exchange
 
 
 async def publish(args: argparse.Namespace) -> dict[str, object]:
     messages = bodies.build_messages(args.bodies, SECRET, f"{args.prefix}-{args.tag}")
-    connection, exchange = await _connect(args.url, args.prefix)
+    if args.partitions:
+        messages = [spread(m, i) for i, m in enumerate(messages)]
+    connection, exchange = await _connect(args.url, args.prefix, args.partitions)
     counts = {"confirmed": 0, "refused": 0, "total": 0}
     measuring = False
     stop = False
@@ -63,12 +69,15 @@ async def publish(args: argparse.Namespace) -> dict[str, object]:
             if stop or (args.count and i >= args.count):
                 return
             name, call_id, body = messages[i % len(messages)]
+            found: dict[str, object] = {headers.EVENT: name}
+            if args.partitions:  # ordered mode: what the ingress adds
+                found[PARTITION_HEADER] = str(partition_of(decode(body), args.partitions))
             message = aio_pika.Message(
                 body,
                 content_type="application/json",
                 message_id=call_id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers={headers.EVENT: name},
+                headers=found,  # type: ignore[arg-type]
             )
             confirmation = await exchange.publish(  # type: ignore[attr-defined]
                 message, routing_key=bodies.routing_key_of(name), mandatory=True
@@ -101,6 +110,16 @@ async def publish(args: argparse.Namespace) -> dict[str, object]:
         "total": counts["total"],
         "seconds": measuring_for,
     }
+
+
+def spread(message: tuple[str, str, bytes], index: int) -> tuple[str, str, bytes]:
+    """Ordered mode: the examples share a few group ids; give them 200 (the signature does not
+    cover ``group_id``), so that the callbacks spread over the partitions as real ones do."""
+    name, call_id, body = message
+    doc = orjson.loads(body)
+    if "group_id" in doc:
+        doc["group_id"] = f"bench-{index % 200}"
+    return name, call_id, orjson.dumps(doc)
 
 
 async def consume(args: argparse.Namespace) -> dict[str, object]:
@@ -160,6 +179,7 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=5000, help="distinct bodies to cycle")
     parser.add_argument("--prefetch", type=int, default=64)
     parser.add_argument("--redis", default="")
+    parser.add_argument("--partitions", type=int, default=0, help="ordered mode's partitions")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     if args.mode == "fill":

@@ -27,7 +27,9 @@ WRK_THREADS = 2
 DELAY_TIERS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
 #: Rows whose processes are callback-sink's own (the peak RSS target applies to them).
 SINK_ROWS = ("ingress-1p-info", "ingress-1p-warning", "ingress-2p-info")
-SINK_ROWS += ("drain-memory", "drain-redis", "e2e")
+SINK_ROWS += ("drain-memory", "drain-redis", "drain-ordered", "e2e")
+#: Partition queues of the ordered-mode drain (SINK_ORDERING=group, SINK_PARTITIONS).
+PARTITIONS = 16
 #: Peak RSS target per sink process: 150 MB (decimal) in MiB.
 RSS_TARGET_MIB = 150e6 / 2**20
 

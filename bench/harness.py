@@ -30,7 +30,7 @@ from common import (
     Result,
     log,
 )
-from services import consumers_of, settled_depth
+from services import consumers_of, queue_depth, settled_depth
 
 from sink.settings import Settings
 from sink.topology import Topology
@@ -214,10 +214,16 @@ class Harness:
         result: dict[str, Any] = orjson.loads(child.stdout.read_bytes().splitlines()[-1])
         return result
 
-    async def fill(self, prefix: str) -> int:
+    async def fill(self, prefix: str, partitions: int = 0) -> int:
         count = self.config.drain_count
-        await self.bare(["fill", "--prefix", prefix, "--count", str(count), "--concurrency", "256"])
-        depth = await settled_depth(Topology(prefix).work_queue, count)
+        arguments = ["fill", "--prefix", prefix, "--count", str(count), "--concurrency", "256"]
+        await self.bare([*arguments, "--partitions", str(partitions)])
+        if partitions:  # every publish was confirmed; the quorum queues' counts trail a little
+            await asyncio.sleep(1.5)
+            queues = Topology(prefix, partitions=partitions).partition_queues
+            depth = sum([await queue_depth(q) for q in queues])
+        else:
+            depth = await settled_depth(Topology(prefix).work_queue, count)
         if depth != count:
             log(f"{prefix}: filled {depth} of {count}")
         return depth

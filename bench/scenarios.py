@@ -15,6 +15,7 @@ from common import (
     BENCH,
     CLI,
     DRAIN_TIMEOUT,
+    PARTITIONS,
     PYTHON,
     REDIS_URL,
     SECRET,
@@ -156,20 +157,25 @@ class Bench(Harness):
         finally:
             await cleanup(prefix)
 
-    async def drain(self, dedup: str) -> Result:
+    async def drain(self, dedup: str, partitions: int = 0) -> Result:
         prefix = new_prefix()
         try:
-            count = await self.fill(prefix)
+            count = await self.fill(prefix, partitions)
             dedup_url = REDIS_URL if dedup == "redis" else "memory://"
-            env = self.env(prefix, procs.free_port(), SINK_DEDUP_URL=dedup_url)
+            ordering = {"SINK_ORDERING": "group", "SINK_PARTITIONS": str(partitions)}
+            env = self.env(
+                prefix, procs.free_port(), SINK_DEDUP_URL=dedup_url,
+                **(ordering if partitions else {}),
+            )  # fmt: skip
             worker = await self.start("worker", [CLI, "worker"], env)
             handled = procs.Handled(worker.stderr)
             await handled.wait_for(count, worker, DRAIN_TIMEOUT, idle=15.0)
             worker.sample()
             await self.stop(worker)
             handled.poll()
-            topology = Topology(prefix)
-            left = await queue_depth(topology.work_queue) + await queue_depth(topology.dead_queue)
+            topology = Topology(prefix, partitions=partitions)
+            queues = [topology.work_queue, topology.dead_queue, *topology.partition_queues]
+            left = sum([await queue_depth(q) for q in queues])
             span = handled.times[-1] - handled.times[0] if handled.count > 1 else 0.0
             return Result(
                 value=(handled.count - 1) / max(span, 1e-9),
@@ -177,7 +183,12 @@ class Bench(Harness):
                 lost=count - len(handled.keys),
                 twice=handled.twice,
                 peak_rss_mib=rss_role(worker),
-                extra={"handled": handled.count, "left_in_queues": left, "dedup": dedup},
+                extra={
+                    "handled": handled.count,
+                    "left_in_queues": left,
+                    "dedup": dedup,
+                    "partitions": partitions,
+                },
             )
         finally:
             await cleanup(prefix)
@@ -298,6 +309,7 @@ def scenarios(bench: Bench, config: Config) -> dict[str, Callable[[], Awaitable[
         "bare-consume-setnx": lambda: bench.bare_consume(True),
         "drain-memory": lambda: bench.drain("memory"),
         "drain-redis": lambda: bench.drain("redis"),
+        "drain-ordered": lambda: bench.drain("redis", partitions=PARTITIONS),
         "e2e": bench.e2e,
     }
     if not config.alt:

@@ -9,7 +9,7 @@ import time
 import aio_pika
 import redis.asyncio as aioredis
 from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelNotFoundEntity
-from common import AMQP_URL, CLEANUP_TIMEOUT, DELAY_TIERS, REDIS_URL, log
+from common import AMQP_URL, CLEANUP_TIMEOUT, DELAY_TIERS, PARTITIONS, REDIS_URL, log
 
 from sink.settings import Settings
 from sink.topology import Topology
@@ -60,7 +60,8 @@ async def settled_depth(name: str, expected: int, within: float = 10.0) -> int:
 async def delete_topology(prefix: str, extra_queues: tuple[str, ...] = ()) -> None:
     topology = Topology(prefix)
     delays = {*(max(1, int(s * 1000)) for s in (*Settings().retry_delays, *DELAY_TIERS))}
-    queues = [topology.work_queue, topology.dead_queue, *extra_queues]
+    ordered = Topology(prefix, partitions=PARTITIONS)
+    queues = [topology.work_queue, topology.dead_queue, *ordered.partition_queues, *extra_queues]
     queues += [topology.delay_queue(ms) for ms in sorted(delays)]
     connection = await aio_pika.connect(AMQP_URL)
     try:
@@ -70,7 +71,8 @@ async def delete_topology(prefix: str, extra_queues: tuple[str, ...] = ()) -> No
                 await channel.queue_delete(queue)
             except ChannelClosed:
                 channel = await connection.channel()
-        for exchange in (topology.exchange, topology.dead_exchange, *extra_queues):
+        exchanges = (topology.exchange, topology.dead_exchange, ordered.partition_exchange)
+        for exchange in (*exchanges, *extra_queues):
             try:
                 await channel.exchange_delete(exchange)
             except ChannelClosed:

@@ -25,6 +25,7 @@ ROWS = [
     ("bare-consume-setnx", "bare consume + ack + Redis SET NX", "msg/s"),
     ("drain-memory", "callback-sink worker drain, memory dedup", "cb/s"),
     ("drain-redis", "callback-sink worker drain, Redis dedup", "cb/s"),
+    ("drain-ordered", "worker drain, ordered (16 partitions), Redis dedup", "cb/s"),
     ("e2e", "end to end max: ingress + worker (Redis dedup)", "cb/s"),
 ]
 

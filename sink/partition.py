@@ -13,8 +13,9 @@ import zlib
 
 from sink.events import Event
 
-#: Header carrying the partition; the partition exchange routes on it.
-PARTITION_HEADER = "x-sink-partition"
+#: Header carrying the partition; the partition exchange routes on it. Not ``x-…``: a
+#: headers exchange ignores headers whose names start with ``x-`` when it matches.
+PARTITION_HEADER = "sink-partition"
 ORDERINGS = ("none", "group")
 
 

@@ -98,7 +98,7 @@ class Topology:
     @property
     def partition_exchange(self) -> str:
         """Ordered mode: a headers exchange, fed by the topic exchange, that routes each
-        callback to its partition queue by the ``x-sink-partition`` header."""
+        callback to its partition queue by the ``sink-partition`` header."""
         return f"{self.prefix}.partitions"
 
     def partition_queue(self, index: int) -> str:

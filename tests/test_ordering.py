@@ -49,6 +49,16 @@ async def send_group(ingress: Client, group: str, count: int) -> None:
         assert await post(ingress, body) == 200
 
 
+async def test_each_callback_lands_in_exactly_one_partition_queue(
+    ingress: Client, settings: Settings
+) -> None:
+    await asyncio.gather(*(send_group(ingress, f"g{i}", 5) for i in range(GROUPS)))
+    topology = Topology.of(settings)
+    depths = [await queue_depth(settings.amqp_url, q) for q in topology.partition_queues]
+    assert sum(depths) == GROUPS * 5
+    assert sum(1 for d in depths if d) > 1  # the groups spread over several partitions
+
+
 async def test_each_groups_callbacks_are_handled_in_the_order_they_were_accepted(
     ingress: Client, settings: Settings, start_worker: Any, recorder: Recorder
 ) -> None:

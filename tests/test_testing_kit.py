@@ -58,7 +58,7 @@ def failing_times(count: int) -> Callable[[Event], Awaitable[None]]:
 
 
 def test_make_event_builds_every_event_name_stamped_now_with_a_fresh_call_id() -> None:
-    before = time.time() * 1000
+    before = int(time.time() * 1000)  # now_ms() truncates to whole milliseconds too
     built = {name: make_event(name) for name in sorted(names.KNOWN_NAMES - UNBUILDABLE)}
     assert {name: event.name for name, event in built.items()} == {n: n for n in built}
     assert all(before <= event.timestamp <= time.time() * 1000 for event in built.values())

@@ -13,7 +13,7 @@
 #
 # Environment (the defaults are what works on this project's machines: see the README,
 # "Container image"):
-#   PODMAN_STORAGE_DRIVER  vfs    overlay needs a kernel/fuse setup these machines lack
+#   PODMAN_STORAGE_DRIVER  vfs    needs nothing from the kernel (overlay was not tried here)
 #   PODMAN_RUNTIME         runc   crun refuses the machine's hybrid cgroup v1/v2 layout
 #   IMAGE_CA_BUNDLE        /etc/ssl/certs/ca-certificates.crt   mounted read-only over the
 #                          build container's bundle during the build only (RUN steps), so
