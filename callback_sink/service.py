@@ -170,8 +170,33 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     store = open_store(settings.dedup_url, settings.topology_prefix)
     RestMetrics.on(REGISTRY)  # declared at start: the REST client counts into it
     worker = Worker(settings, registry, store, WorkerMetrics.on(REGISTRY))
-    async with serving(settings, worker), worker, polling(settings, worker.metrics):
-        await stop.wait()
+    async with serving(settings, worker):
+        if not await _start_unless_stopped(worker, stop):
+            return
+        try:
+            async with polling(settings, worker.metrics):
+                await stop.wait()
+        finally:
+            await worker.stop()
+
+
+async def _start_unless_stopped(worker: Worker, stop: asyncio.Event) -> bool:
+    """Start the worker, which may wait a while for the broker and the dedup store; a SIGTERM
+    meanwhile stops it at once (an orchestrator's grace period is shorter than
+    ``SINK_STARTUP_TIMEOUT_S``). False when it was stopped before it started."""
+    starting = asyncio.create_task(worker.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()  # a StartupError goes up: one line, exit 1
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StartupError):
+        await starting
+    await worker.stop()
+    log.info("worker.stopped_before_start")
+    return False
 
 
 async def run_all(settings: Settings, stop: asyncio.Event) -> None:

@@ -73,3 +73,18 @@ async def test_an_unreachable_broker_is_retried_then_reported_in_one_line(
     [line] = [text for text in plain_lines(worker) if text.startswith("callback-sink:")]
     assert "RabbitMQ (SINK_AMQP_URL) did not answer within SINK_STARTUP_TIMEOUT_S=2s" in line
     assert not any("Traceback" in text for text in plain_lines(worker))
+
+
+async def test_a_worker_still_waiting_for_its_broker_stops_on_sigterm(settings: Settings) -> None:
+    import signal
+
+    worker = await start({
+        "SINK_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
+        "SINK_TOPOLOGY_PREFIX": settings.topology_prefix,
+        "SINK_STARTUP_TIMEOUT_S": "120",
+    })  # fmt: skip
+    await worker.wait_for_line("worker.waiting")
+    assert worker.process is not None
+    worker.process.send_signal(signal.SIGTERM)
+    assert await exit_of(worker, within=15) == 0  # not the 120 s start-up timeout
+    assert worker.events("worker.stopped_before_start")
