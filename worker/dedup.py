@@ -118,11 +118,15 @@ class MemoryStore:
     def _sweep(self) -> None:
         """Forget expired marks from the front, stopping at the first live one: callIds never
         come back to expire their own marks. Done marks share one TTL, so they expire in
-        insertion order; a live lease at the front only delays the sweep a little."""
+        insertion order; a live lease at the front only delays the sweep a little. Only the
+        expired front is visited, never the whole store."""
         now = time.monotonic()
-        for slot, (_, expires) in list(self._marks.items()):
+        expired = []
+        for slot, (_, expires) in self._marks.items():
             if expires > now:
                 break
+            expired.append(slot)
+        for slot in expired:
             del self._marks[slot]
 
     def _live(self, slot: tuple[str, str]) -> str | None:
