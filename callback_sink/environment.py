@@ -59,8 +59,10 @@ BY_COMMAND: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dlq purge": (_BROKER, ()),
     "config": (tuple(f.name for f in fields(Settings)), tuple(p for _, p in SOURCES[1:])),
     "emulate": (("secrets", "apps"), ("SINK_EMULATOR_",)),
-    "backfill": (("dedup_url", "topology_prefix", "max_age_s", "backfill_window_s"),
-                 ("SINK_EASEMOB_",)),
+    "backfill": (
+        ("dedup_url", "topology_prefix", "max_age_s", "backfill_window_s"),
+        ("SINK_EASEMOB_",),
+    ),
     "groups": ((), ("SINK_DIRECTORY_",)),
     "groups list": ((), ("SINK_DIRECTORY_",)),
     "groups show": ((), ("SINK_DIRECTORY_",)),
