@@ -177,14 +177,21 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def over_capacity(request: web.Request, started: float) -> web.Response | None:
+    """A fast 503 when ``SINK_MAX_INFLIGHT`` requests are in flight already, else None."""
+    edge = request.app[EDGE]
+    if edge.inflight < edge.settings.max_inflight:
+        return None
+    refusal = Rejected(503, "too many requests in flight")
+    return edge.refusals.respond(refusal, _remote(request), started)
+
+
 async def receive(request: web.Request) -> web.Response:
     app = request.app
     edge = app[EDGE]
     started = time.perf_counter()
-    if edge.inflight >= edge.settings.max_inflight:
-        return edge.refusals.respond(
-            Rejected(503, "too many requests in flight"), _remote(request), started
-        )
+    if (refused := over_capacity(request, started)) is not None:
+        return refused
     edge.inflight += 1
     try:
         accepted = await accept(request, edge.settings, app)

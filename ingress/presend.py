@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingress.app import EDGE, PUBLISHER, SETTINGS, SPOOL, admit, make_durable
+from ingress.app import EDGE, PUBLISHER, SETTINGS, SPOOL, admit, make_durable, over_capacity
 from ingress.sampling import Sampler
 from sink import logs
 from sink.errors import Rejected
@@ -146,10 +146,8 @@ async def receive(request: web.Request) -> web.Response:
     app = request.app
     edge, presend = app[EDGE], app[PRESEND]
     started = time.perf_counter()
-    if edge.inflight >= edge.settings.max_inflight:
-        return edge.refusals.respond(
-            Rejected(503, "too many requests in flight"), _remote(request), started
-        )
+    if (refused := over_capacity(request, started)) is not None:
+        return refused
     edge.inflight += 1
     try:
         doc, _ = await admit(request, edge.settings, app)

@@ -98,13 +98,9 @@ class Adopter(Background):
         hold: float = HOLD,
     ) -> None:
         super().__init__()
-        self._root = Path(root)
-        self._own = own
-        self._publisher = publisher
-        self._max_bytes = max_bytes
-        self._batch = batch
-        self._interval = interval
-        self._hold = hold
+        self._root, self._own = Path(root), own
+        self._publisher, self._max_bytes = publisher, max_bytes
+        self._batch, self._interval, self._hold = batch, interval, hold
 
     async def _run(self) -> None:
         delay = self._interval

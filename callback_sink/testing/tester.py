@@ -159,19 +159,17 @@ class SinkTester:
                     "SinkTester: no handlers found: pass handler module paths, or install "
                     "your package so that its callback_sink.handlers entry point is found"
                 )
+        self._started = False
         self.registry = registry
         self.settings = replace(settings or Settings(), **overrides)
         self.store = MemoryStore()
+        # The worker's own policies, so that the kit decides exactly as production does.
         self._policy = policy_of(self.settings)
         self._run_policy = run_policy_of(self.settings, registry, self.store)
-        self._started = False
 
     async def __aenter__(self) -> SinkTester:
         await self.startup()
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.shutdown()
 
     async def startup(self) -> None:
         """Await the ``@on_startup`` hooks once. A failure raises ``StartupError`` after the
@@ -190,6 +188,9 @@ class SinkTester:
         if self._started:
             self._started = False
             await self.registry.shutdown()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
 
     async def run(self, events: Event | Iterable[Event]) -> Report:
         """Deliver each event in turn, following its retries until it is done or dead-lettered

@@ -32,14 +32,16 @@ class Change:
 
 @dataclass
 class Group:
+    """A group as the emulator keeps it (mutable; the client reads it as ``GroupDetails``)."""
+
     group_id: str
+    owner: str
     name: str
     description: str
+    maxusers: int
     public: bool
     membersonly: bool
     allowinvites: bool
-    maxusers: int
-    owner: str
     created: int
     last_modified: int
     # Ordered sets (dicts with None values) so that listings keep insertion order.
