@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from handlers.registry import Handler
@@ -160,7 +160,7 @@ async def _run_one(
     slot = policy.slots.get(handler.name)
     started = time.perf_counter()
     try:
-        async with _maybe(slot), asyncio.timeout(limit):
+        async with slot or _UNLIMITED, asyncio.timeout(limit):
             await handler.func(event)
     except asyncio.CancelledError as exc:
         await _release_quietly(store, event, handler.name, claim)
@@ -186,13 +186,17 @@ async def _run_one(
     return HandlerResult(handler, Result.OK, _ms(started))
 
 
-@contextlib.asynccontextmanager
-async def _maybe(slot: asyncio.Semaphore | None) -> AsyncIterator[None]:
-    if slot is None:
-        yield
-        return
-    async with slot:
-        yield
+class _Unlimited:
+    """The concurrency cap of a handler without one: entering costs no generator."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_UNLIMITED = _Unlimited()
 
 
 async def _mark_done(
