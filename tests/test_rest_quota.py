@@ -104,6 +104,7 @@ async def test_the_emulator_answers_easemob_s_429_above_the_quota(
 ) -> None:
     server, settings = emulator
     server.quota.rate = 1
+    server.quota.clock = lambda: 0.0  # every request in one second: no retry can slip past
     async with GroupClient(settings, limiter=RateLimiter(1000)) as client:
         with pytest.raises(Exception) as refused:
             await client.create_group(NewGroup(name="q", owner="alice"))
