@@ -15,30 +15,27 @@ from sink.settings import Settings
 from sink.topology import Topology
 
 
-async def queue_depth(name: str) -> int:
+async def _counts(name: str) -> tuple[int, int]:
+    """(messages ready, consumers) of queue ``name``; (0, 0) when it does not exist."""
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel()
         try:
             queue = await channel.declare_queue(name, passive=True)
         except ChannelNotFoundEntity:
-            return 0
-        return int(queue.declaration_result.message_count or 0)
+            return 0, 0
+        found = queue.declaration_result
+        return int(found.message_count or 0), int(found.consumer_count or 0)
     finally:
         await connection.close()
+
+
+async def queue_depth(name: str) -> int:
+    return (await _counts(name))[0]
 
 
 async def consumers_of(name: str) -> int:
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except ChannelNotFoundEntity:
-            return 0
-        return int(queue.declaration_result.consumer_count or 0)
-    finally:
-        await connection.close()
+    return (await _counts(name))[1]
 
 
 async def settled_depth(name: str, expected: int, within: float = 10.0) -> int:

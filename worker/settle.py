@@ -57,10 +57,8 @@ class Settler:
         decision: Decision,
     ) -> None:
         """Carry out ``decision``; on any failure hand the message back (never hold it)."""
-        log_outcome(outcome, delivery, decision, self._metrics)
         try:
-            if decision.dead_letter is not None:
-                await self._dead_letter(message, outcome, delivery, decision)
+            await self.interim(message, outcome, delivery, decision)
             if decision.republish is not None:
                 await self._republish(message, outcome, delivery, decision.republish, decision)
             await message.ack()
@@ -75,8 +73,9 @@ class Settler:
         delivery: Delivery,
         decision: Decision,
     ) -> None:
-        """Ordered mode, between two rounds of one delivery: log this round, and dead-letter
-        now the handlers that gave up (the rest is retried in place, not republished)."""
+        """Log this round and dead-letter the handlers that gave up. :meth:`settle` goes on to
+        republish and ack; ordered mode calls this alone between two rounds of one delivery
+        (the rest is retried in place, not republished)."""
         log_outcome(outcome, delivery, decision, self._metrics)
         if decision.dead_letter is not None:
             await self._dead_letter(message, outcome, delivery, decision)
