@@ -28,10 +28,10 @@ import aio_pika  # noqa: E402
 import bodies  # noqa: E402
 import orjson  # noqa: E402
 
-from sink import headers  # noqa: E402
-from sink.events import decode  # noqa: E402
-from sink.partition import PARTITION_HEADER, partition_of  # noqa: E402
-from sink.topology import Topology, declare  # noqa: E402
+from callback_sink.sink import headers  # noqa: E402
+from callback_sink.sink.events import decode  # noqa: E402
+from callback_sink.sink.partition import PARTITION_HEADER, partition_of  # noqa: E402
+from callback_sink.sink.topology import Topology, declare  # noqa: E402
 
 SECRET = "bench-secret"
 

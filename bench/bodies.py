@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 
-from sink.errors import DecodeError
-from sink.events import from_document, parse
-from sink.examples import load_examples
-from sink.names import routing_key
-from sink.signature import sign
+from callback_sink.sink.errors import DecodeError
+from callback_sink.sink.events import from_document, parse
+from callback_sink.sink.examples import load_examples
+from callback_sink.sink.names import routing_key
+from callback_sink.sink.signature import sign
 
 
 @cache

@@ -15,7 +15,7 @@ import itertools
 import sys
 import time
 
-from handlers import Event, on
+from callback_sink.handlers import Event, on
 
 #: Prefix of the progress lines; the benchmark parses them (see ``procs.HANDLED``).
 MARK = "bench-handled"

@@ -32,8 +32,8 @@ from common import (
 )
 from services import consumers_of, queue_depth, settled_depth
 
-from sink.settings import Settings
-from sink.topology import Topology
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
 
 
 def rss_role(child: procs.Child) -> dict[str, float]:

@@ -34,9 +34,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sink.examples import now_ms  # noqa: E402
-from sink.signature import sign  # noqa: E402
-from sink.topology import Topology, declare  # noqa: E402
+from callback_sink.sink.examples import now_ms  # noqa: E402
+from callback_sink.sink.signature import sign  # noqa: E402
+from callback_sink.sink.topology import Topology, declare  # noqa: E402
 
 SECRET = "hostile-bench-secret-0123456789"
 READ_TIMEOUT = 5.0

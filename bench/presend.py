@@ -36,11 +36,11 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from sink import logs  # noqa: E402
-from sink.presend import PresendFunc, Verdict  # noqa: E402
-from sink.settings import Settings  # noqa: E402
-from sink.signature import sign  # noqa: E402
-from sink.topology import Topology, delete  # noqa: E402
+from callback_sink.sink import logs  # noqa: E402
+from callback_sink.sink.presend import PresendFunc, Verdict  # noqa: E402
+from callback_sink.sink.settings import Settings  # noqa: E402
+from callback_sink.sink.signature import sign  # noqa: E402
+from callback_sink.sink.topology import Topology, delete  # noqa: E402
 
 SECRET = "bench-presend-secret-0123456789"
 HEADERS = {"Content-Type": "application/json"}
@@ -61,8 +61,8 @@ CHAINS: dict[str, tuple[PresendFunc, ...]] = {"trivial": (trivial,), "over-budge
 
 def serve(port: int, chain: str, settings: Settings) -> None:
     """The child: one ingress process with ``chain`` on ``port``."""
-    from ingress.app import create_app
-    from ingress.presend import install
+    from callback_sink.ingress.app import create_app
+    from callback_sink.ingress.presend import install
 
     logs.configure("json", "warning")
     app = create_app(settings)

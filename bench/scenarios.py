@@ -29,7 +29,7 @@ from harness import Harness, rss_role
 from services import cleanup, queue_depth, settled_depth
 from tooling import ensure_alt_venv, ingress_command
 
-from sink.topology import Topology
+from callback_sink.sink.topology import Topology
 
 
 class Bench(Harness):

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelNotFoundEntity
 from common import AMQP_URL, CLEANUP_TIMEOUT, DELAY_TIERS, PARTITIONS, REDIS_URL, log
 
-from sink.settings import Settings
-from sink.topology import Topology
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
 
 
 async def _counts(name: str) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import aio_pika
 import redis.asyncio as aioredis
 from common import ALT_REQUIREMENTS, ALT_VENV, AMQP_URL, CLI, REDIS_URL, REPO, log
 
-from sink.settings import Settings
+from callback_sink.sink.settings import Settings
 
 
 def ensure_wrk() -> str:

@@ -23,13 +23,13 @@ from typing import TextIO
 
 import redis.asyncio as aioredis
 
-from easemob.redis_limiter import limiter_for
-from easemob.settings import EasemobSettings
-from easemob.storage import BUCKET, CallbackStorage, StoredBucket
-from easemob.transport import Transport
-from sink.errors import ConfigError
-from sink.replay_window import is_shared, open_exemption
-from sink.settings import Settings
+from callback_sink.easemob.redis_limiter import limiter_for
+from callback_sink.easemob.settings import EasemobSettings
+from callback_sink.easemob.storage import BUCKET, CallbackStorage, StoredBucket
+from callback_sink.easemob.transport import Transport
+from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.replay_window import is_shared, open_exemption
+from callback_sink.sink.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

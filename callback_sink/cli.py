@@ -19,11 +19,11 @@ from callback_sink import config_cmd, dlq_cli, scaffold, service
 from callback_sink.easemob_cli import register as register_easemob_commands
 from callback_sink.errors_cli import Failure, reported
 from callback_sink.helpformat import DEBUG_HELP, document
-from sink import logs
-from sink.devsecret import DEV_SECRET_FILE, ensure_dev_secret, read_dev_secret
-from sink.errors import ConfigError, SpoolError
-from sink.examples import load_examples, resign
-from sink.settings import Settings
+from callback_sink.sink import logs
+from callback_sink.sink.devsecret import DEV_SECRET_FILE, ensure_dev_secret, read_dev_secret
+from callback_sink.sink.errors import ConfigError, SpoolError
+from callback_sink.sink.examples import load_examples, resign
+from callback_sink.sink.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
+from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
 from callback_sink.environment import SOURCES, masked, variables
-from easemob.settings import EasemobSettings, EmulatorSettings
-from handlers.directory.settings import DirectorySettings
-from sink.settings import Settings
+from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.sink.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,9 +19,9 @@ from typing import TextIO
 import orjson
 
 from callback_sink.errors_cli import Failure
-from sink.settings import Settings
-from sink.topology import Topology
-from worker.dlq import DeadLetter, DeadLetters, Selection, as_dict, render
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
+from callback_sink.worker.dlq import DeadLetter, DeadLetters, Selection, as_dict, render
 
 #: Dead letters ``list`` and ``show`` print unless told otherwise: a screenful, and all
 #: that is held unacknowledged on the broker while they are printed.

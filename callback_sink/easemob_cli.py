@@ -1,7 +1,7 @@
 """Sub-commands of ``callback-sink`` that deal with the REST API and the group directory.
 
 ``emulate`` runs the local Easemob stand-in; ``groups list`` and ``groups show GROUP_ID``
-print the group directory kept by ``handlers.directory``.
+print the group directory kept by ``callback_sink.handlers.directory``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 
 from callback_sink import backfill
+from callback_sink.easemob.emulator import Emulator, serve
+from callback_sink.easemob.settings import EmulatorSettings
 from callback_sink.errors_cli import Failure
 from callback_sink.service import stop_on_signals
-from easemob.emulator import Emulator, serve
-from easemob.settings import EmulatorSettings
-from sink.devsecret import DEV_SECRET_FILE, read_dev_secret
-from sink.errors import ConfigError
-from sink.settings import Settings
+from callback_sink.sink.devsecret import DEV_SECRET_FILE, read_dev_secret
+from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(command=_emulate)
     backfill.register(sub)
 
-    groups = sub.add_parser("groups", help="read the group directory (handlers.directory)")
+    groups = sub.add_parser(
+        "groups", help="read the group directory (callback_sink.handlers.directory)"
+    )
     groups.set_defaults(command=lambda args, settings: _usage(groups))
     commands = groups.add_subparsers(title="groups commands")
     p = commands.add_parser("list", help="one line per group or chat room")
@@ -107,7 +109,7 @@ def _callback_secret(emulator: EmulatorSettings, settings: Settings) -> str:
 
 
 def _groups_list(args: argparse.Namespace, settings: Settings) -> int:
-    from handlers.directory import open_directory
+    from callback_sink.handlers.directory import open_directory
 
     async def main() -> int:
         async with open_directory(create=False) as directory:
@@ -129,7 +131,7 @@ def _groups_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _groups_show(args: argparse.Namespace, settings: Settings) -> int:
-    from handlers.directory import open_directory
+    from callback_sink.handlers.directory import open_directory
 
     async def main() -> int:
         async with open_directory(create=False) as directory:

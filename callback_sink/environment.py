@@ -16,9 +16,9 @@ from typing import Any
 
 from yarl import URL
 
-from easemob.settings import EasemobSettings, EmulatorSettings
-from handlers.directory.settings import DirectorySettings
-from sink.settings import Settings
+from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
+from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.sink.settings import Settings
 
 #: Every settings class the command line knows, with its variables' prefix.
 SOURCES: tuple[tuple[type[Any], str], ...] = (

@@ -19,7 +19,7 @@ import aiormq.exceptions
 import orjson
 import redis.exceptions
 
-from sink.errors import ConfigError, SinkError, StartupError
+from callback_sink.sink.errors import ConfigError, SinkError, StartupError
 
 #: Exit codes: a failure the operator can act on; a bad setting; Ctrl-C (128 + SIGINT).
 FAILED, MISCONFIGURED, INTERRUPTED = 1, 2, 130

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from callback_sink.sink.events import Event
 from callback_sink.testing import BrokerUnreachable, RunningSink, SinkTester, make_event
 from callback_sink.testing.tester import HandlerSource
-from sink.events import Event
 
 try:
     from pytest_asyncio import fixture as async_fixture

@@ -13,22 +13,34 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from handlers.presend import load_presend
-from handlers.registry import load
-from ingress import eventloop
-from ingress.app import DRAINER_STOP_MARGIN, PUBLISHER, STOPPING, create_app, make_runner
-from ingress.exporter import multiprocess_dir
-from ingress.presend import install as install_presend
-from ingress.siblings import Adopter, child_dir, claim_root
-from ingress.supervisor import Supervisor
-from sink import logs
-from sink.errors import StartupError
-from sink.metrics import MULTIPROC_ENV, REGISTRY, IngressMetrics, RestMetrics, WorkerMetrics
-from sink.settings import Settings
-from worker.consumer import Worker
-from worker.dedup import open_store
-from worker.depth import polling
-from worker.probes import serving
+from callback_sink.handlers.presend import load_presend
+from callback_sink.handlers.registry import load
+from callback_sink.ingress import eventloop
+from callback_sink.ingress.app import (
+    DRAINER_STOP_MARGIN,
+    PUBLISHER,
+    STOPPING,
+    create_app,
+    make_runner,
+)
+from callback_sink.ingress.exporter import multiprocess_dir
+from callback_sink.ingress.presend import install as install_presend
+from callback_sink.ingress.siblings import Adopter, child_dir, claim_root
+from callback_sink.ingress.supervisor import Supervisor
+from callback_sink.sink import logs
+from callback_sink.sink.errors import StartupError
+from callback_sink.sink.metrics import (
+    MULTIPROC_ENV,
+    REGISTRY,
+    IngressMetrics,
+    RestMetrics,
+    WorkerMetrics,
+)
+from callback_sink.sink.settings import Settings
+from callback_sink.worker.consumer import Worker
+from callback_sink.worker.dedup import open_store
+from callback_sink.worker.depth import polling
+from callback_sink.worker.probes import serving
 
 log = logs.get("sink")
 

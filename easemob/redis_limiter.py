@@ -23,10 +23,10 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from easemob.ratelimit import RateLimiter
-from easemob.settings import EasemobSettings
-from sink import logs
-from sink.replay_window import is_shared
+from callback_sink.easemob.ratelimit import RateLimiter
+from callback_sink.easemob.settings import EasemobSettings
+from callback_sink.sink import logs
+from callback_sink.sink.replay_window import is_shared
 
 log = logs.get("easemob")
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from easemob import api
-from easemob.api import MAX_BATCH, MEMBERS_PAGE, UPDATABLE
-from easemob.models import (
+from callback_sink.easemob import api
+from callback_sink.easemob.api import MAX_BATCH, MEMBERS_PAGE, UPDATABLE
+from callback_sink.easemob.models import (
     GroupDetails,
     GroupDetailsBatch,
     GroupPage,
@@ -32,9 +32,9 @@ from easemob.models import (
     NewGroup,
     UserResult,
 )
-from easemob.settings import EasemobSettings
-from easemob.transport import Json, Transport, segment, segments
-from sink.errors import BatchTooLarge, EasemobError
+from callback_sink.easemob.settings import EasemobSettings
+from callback_sink.easemob.transport import Json, Transport, segment, segments
+from callback_sink.sink.errors import BatchTooLarge, EasemobError
 
 #: Default page of the app-wide group list: a modest one (members: Easemob's maximum).
 GROUPS_PAGE = 100

@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sink.config import boolean, fraction, load, positive, read_secret_file
-from sink.errors import ConfigError
+from callback_sink.sink.config import boolean, fraction, load, positive, read_secret_file
+from callback_sink.sink.errors import ConfigError
 
 __all__ = ["EasemobSettings", "EmulatorSettings", "boolean", "fraction", "read_secret_file"]
 

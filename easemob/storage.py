@@ -15,8 +15,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from easemob import api
-from easemob.transport import Transport
+from callback_sink.easemob import api
+from callback_sink.easemob.transport import Transport
 
 #: The time zone of date keys: Easemob's servers keep China Standard Time.
 DATE_KEY_TZ = dt.timezone(dt.timedelta(hours=8), "CST")

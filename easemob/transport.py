@@ -19,14 +19,14 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from easemob import api
-from easemob.models import Token
-from easemob.ratelimit import RateLimiter
-from easemob.redis_limiter import Limiter
-from easemob.settings import EasemobSettings
-from sink import logs
-from sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable
-from sink.metrics import RestMetrics
+from callback_sink.easemob import api
+from callback_sink.easemob.models import Token
+from callback_sink.easemob.ratelimit import RateLimiter
+from callback_sink.easemob.redis_limiter import Limiter
+from callback_sink.easemob.settings import EasemobSettings
+from callback_sink.sink import logs
+from callback_sink.sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable
+from callback_sink.sink.metrics import RestMetrics
 
 log = logs.get("easemob")
 

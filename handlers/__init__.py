@@ -3,7 +3,7 @@
 A handler is a plain typed ``async def`` taking an :class:`Event`, subscribed with
 :func:`on` to event names (``muc:apply``), families (``muc``) or ``*``::
 
-    from handlers import Event, on
+    from callback_sink.handlers import Event, on
 
     @on("muc:apply", "muc:invite")
     async def review(event: Event) -> None:
@@ -22,10 +22,18 @@ callback and after the last one (open and close pools there).
 a message a client sent; it returns a :class:`Verdict` (see :mod:`handlers.presend`).
 """
 
-from handlers.presend import Verdict, presend
-from handlers.registry import Handler, Options, Registry, load, on, on_shutdown, on_startup
-from sink.errors import PermanentError, Retry
-from sink.events import Event
+from callback_sink.handlers.presend import Verdict, presend
+from callback_sink.handlers.registry import (
+    Handler,
+    Options,
+    Registry,
+    load,
+    on,
+    on_shutdown,
+    on_startup,
+)
+from callback_sink.sink.errors import PermanentError, Retry
+from callback_sink.sink.events import Event
 
 __all__ = [
     "Event", "Handler", "Options", "PermanentError", "Registry", "Retry", "Verdict", "load",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from handlers.registry import on
-from sink import logs
-from sink.events import Event
+from callback_sink.handlers.registry import on
+from callback_sink.sink import logs
+from callback_sink.sink.events import Event
 
 log = logs.get("handlers.log")
 
 
-@on("*")
+@on("*", name="handlers.log.log_event")
 async def log_event(event: Event) -> None:
     """Log what arrived: enough to follow a group's history from the logs alone."""
     log.info(

@@ -5,7 +5,7 @@ A ``@presend`` function is a plain ``async def`` taking the pre-send callback as
 ``Verdict.reject(code="...")`` (block) or ``Verdict.accept(payload={...})`` (pass a
 rewritten payload)::
 
-    from handlers import Event, Verdict, presend
+    from callback_sink.handlers import Event, Verdict, presend
 
     @presend
     async def no_spam(event: Event) -> Verdict | None:
@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import TypeVar, cast
 
-from handlers.registry import import_modules
-from sink.errors import HandlerLoadError
-from sink.presend import PresendFunc, Verdict
+from callback_sink.handlers.registry import import_modules
+from callback_sink.sink.errors import HandlerLoadError
+from callback_sink.sink.presend import PresendFunc, Verdict
 
 __all__ = ["PresendFunc", "Verdict", "collect_presend", "load_presend", "presend"]
 

@@ -15,9 +15,9 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TypeVar, cast
 
-from sink import logs, names
-from sink.errors import HandlerLoadError, StartupError
-from sink.events import Event
+from callback_sink.sink import logs, names
+from callback_sink.sink.errors import HandlerLoadError, StartupError
+from callback_sink.sink.events import Event
 
 HandlerFunc = Callable[[Event], Awaitable[None]]
 F = TypeVar("F", bound=HandlerFunc)
@@ -25,6 +25,13 @@ F = TypeVar("F", bound=HandlerFunc)
 ENTRY_POINT_GROUP = "callback_sink.handlers"
 _MARK = "__callback_sink_subscriptions__"
 _OPTIONS_MARK = "__callback_sink_options__"
+_NAME_MARK = "__callback_sink_name__"
+#: The built-in handler modules' dotted paths before they moved under ``callback_sink``;
+#: still accepted in ``SINK_HANDLERS`` (with a warning) when no such module is importable.
+RENAMED_MODULES = {
+    "handlers.log": "callback_sink.handlers.log",
+    "handlers.directory": "callback_sink.handlers.directory",
+}
 _STARTUP_MARK = "__callback_sink_on_startup__"
 _SHUTDOWN_MARK = "__callback_sink_on_shutdown__"
 
@@ -54,19 +61,25 @@ def on(
     retries: int | None = None,
     give_up_on: Iterable[type[BaseException]] = (),
     concurrency: int | None = None,
+    name: str | None = None,
 ) -> Callable[[F], F]:
     """Subscribe an ``async def handler(event)`` to event names, families or ``*``.
 
     ``timeout``, ``retries`` (attempts in all, the first included), ``give_up_on``
     (exception types never worth a retry) and ``concurrency`` override the worker-wide
-    settings for this handler alone. A name nobody knows, or a bad option, fails here, at
-    import time, with a message naming it.
+    settings for this handler alone. ``name`` is the handler's stable identity in dedup
+    marks, dead letters, metrics and logs; without it the identity is ``module.function``,
+    so moving or renaming the function makes the new one a different handler (callbacks
+    redelivered after the rename run again under the new name). A name nobody knows, or a
+    bad option, fails here, at import time, with a message naming it.
     """
     if not subscriptions:
         raise HandlerLoadError("@on() needs at least one event name")
-    for name in subscriptions:
-        if not names.is_subscribable(name):
-            raise HandlerLoadError(f"@on({name!r}): unknown event name (see README: Event names)")
+    for subscription in subscriptions:
+        if not names.is_subscribable(subscription):
+            raise HandlerLoadError(
+                f"@on({subscription!r}): unknown event name (see README: Event names)"
+            )
     if timeout is not None and timeout <= 0:
         raise HandlerLoadError(f"@on(timeout={timeout!r}): must be a positive number of seconds")
     for option, value in (("retries", retries), ("concurrency", concurrency)):
@@ -76,6 +89,10 @@ def on(
     for error in errors:
         if not (isinstance(error, type) and issubclass(error, BaseException)):
             raise HandlerLoadError(f"@on(give_up_on=...): {error!r} is not an exception type")
+    if name is not None and (not isinstance(name, str) or not _valid_name(name)):
+        raise HandlerLoadError(
+            f"@on(name={name!r}): must be a non-empty string without spaces or commas"
+        )
     options = Options(timeout, retries, errors, concurrency)
 
     def mark(func: F) -> F:
@@ -84,6 +101,8 @@ def on(
         existing: tuple[str, ...] = getattr(func, _MARK, ())
         setattr(func, _MARK, tuple(dict.fromkeys((*existing, *subscriptions))))
         setattr(func, _OPTIONS_MARK, options)
+        if name is not None:
+            setattr(func, _NAME_MARK, name)
         return cast(F, func)
 
     return mark
@@ -110,7 +129,8 @@ def on_shutdown(func: H) -> H:
 
 @dataclass(frozen=True)
 class Handler:
-    """A registered handler; ``name`` (module.function) is its identity in dedup marks."""
+    """A registered handler; ``name`` (``@on(name=...)``, else module.function) is its
+    identity in dedup marks, dead letters, metrics and logs."""
 
     name: str
     func: HandlerFunc = field(compare=False)
@@ -131,6 +151,15 @@ class Registry:
         startup_hooks: Iterable[Hook] = (),
     ) -> None:
         self.handlers: tuple[Handler, ...] = tuple(handlers)
+        seen: dict[str, Handler] = {}
+        for handler in self.handlers:
+            if handler.name in seen:
+                raise HandlerLoadError(
+                    f"two handlers share the name {handler.name!r} "
+                    f"({_where(seen[handler.name])} and {_where(handler)}): "
+                    "give each a distinct @on(name=...)"
+                )
+            seen[handler.name] = handler
         self.startup_hooks: tuple[Hook, ...] = tuple(startup_hooks)
         self.shutdown_hooks: tuple[Hook, ...] = tuple(shutdown_hooks)
         self._by_name: dict[str, tuple[Handler, ...]] = {}
@@ -171,7 +200,7 @@ def collect(module: ModuleType) -> list[Handler]:
     for attr in vars(module).values():
         subscriptions = getattr(attr, _MARK, None)
         if subscriptions and getattr(attr, "__module__", None) == module.__name__:
-            name = f"{module.__name__}.{attr.__qualname__}"
+            name = getattr(attr, _NAME_MARK, None) or f"{module.__name__}.{attr.__qualname__}"
             found.append(Handler(name, attr, subscriptions, getattr(attr, _OPTIONS_MARK)))
     return found
 
@@ -197,6 +226,14 @@ def import_modules(modules: Sequence[str], *, use_entry_points: bool = True) -> 
             loaded[path] = importlib.import_module(path)
         except HandlerLoadError:
             raise
+        except ModuleNotFoundError as exc:
+            if path not in RENAMED_MODULES or exc.name not in (path, path.split(".")[0]):
+                raise HandlerLoadError(
+                    f"SINK_HANDLERS: cannot import handler module {path!r}: {exc}"
+                ) from exc
+            new = RENAMED_MODULES[path]
+            log.warning("handlers.module_renamed", module=path, use=new)
+            loaded[new] = importlib.import_module(new)
         except Exception as exc:
             raise HandlerLoadError(
                 f"SINK_HANDLERS: cannot import handler module {path!r}: {exc}"
@@ -215,6 +252,14 @@ def import_modules(modules: Sequence[str], *, use_entry_points: bool = True) -> 
             if module is not None:
                 loaded.setdefault(module.__name__, module)
     return list(loaded.values())
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and not any(c.isspace() or c == "," for c in name)
+
+
+def _where(handler: Handler) -> str:
+    return f"{handler.func.__module__}.{handler.func.__qualname__}"
 
 
 def _hooks(modules: Iterable[ModuleType], mark: str) -> list[Hook]:

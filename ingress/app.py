@@ -20,23 +20,29 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from ingress.backfill import Exemptions
-from ingress.drainer import Drainer
-from ingress.exporter import metrics_endpoint, spool_gauges
-from ingress.limits import ConnectionGuard, Counters, IngressRunner, connection_cap, handler_args
-from ingress.memory import trim_memory
-from ingress.network import Network
-from ingress.publisher import Publisher
-from ingress.refusals import Refusals
-from ingress.sampling import quiet_server_logs
-from ingress.spool import Record, Spool
-from sink import logs
-from sink.apps import all_secrets, check_signature
-from sink.errors import DecodeError, PublishError, Rejected, SpoolError
-from sink.events import PRESEND_RECORD_KEY, Event, from_document, parse
-from sink.metrics import IngressMetrics
-from sink.settings import Settings
-from sink.topology import Topology
+from callback_sink.ingress.backfill import Exemptions
+from callback_sink.ingress.drainer import Drainer
+from callback_sink.ingress.exporter import metrics_endpoint, spool_gauges
+from callback_sink.ingress.limits import (
+    ConnectionGuard,
+    Counters,
+    IngressRunner,
+    connection_cap,
+    handler_args,
+)
+from callback_sink.ingress.memory import trim_memory
+from callback_sink.ingress.network import Network
+from callback_sink.ingress.publisher import Publisher
+from callback_sink.ingress.refusals import Refusals
+from callback_sink.ingress.sampling import quiet_server_logs
+from callback_sink.ingress.spool import Record, Spool
+from callback_sink.sink import logs
+from callback_sink.sink.apps import all_secrets, check_signature
+from callback_sink.sink.errors import DecodeError, PublishError, Rejected, SpoolError
+from callback_sink.sink.events import PRESEND_RECORD_KEY, Event, from_document, parse
+from callback_sink.sink.metrics import IngressMetrics
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
 
 log = logs.get("ingress")
 

@@ -14,10 +14,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sink import logs
-from sink.apps import appkey_of
-from sink.replay_window import is_exempt, is_shared
-from sink.settings import Settings
+from callback_sink.sink import logs
+from callback_sink.sink.apps import appkey_of
+from callback_sink.sink.replay_window import is_exempt, is_shared
+from callback_sink.sink.settings import Settings
 
 log = logs.get("ingress")
 

@@ -18,9 +18,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from ingress.publisher import Publisher
-from ingress.spool import Batch, Spool
-from sink import logs
+from callback_sink.ingress.publisher import Publisher
+from callback_sink.ingress.spool import Batch, Spool
+from callback_sink.sink import logs
 
 log = logs.get("spool")
 

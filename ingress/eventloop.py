@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from sink.errors import ConfigError
+from callback_sink.sink.errors import ConfigError
 
 T = TypeVar("T")
 

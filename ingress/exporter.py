@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client.multiprocess import mark_process_dead
 
-from ingress.spool import Spool
-from ingress.spool_files import first_spooled_at
-from sink.metrics import MULTIPROC_ENV, IngressMetrics, render
+from callback_sink.ingress.spool import Spool
+from callback_sink.ingress.spool_files import first_spooled_at
+from callback_sink.sink.metrics import MULTIPROC_ENV, IngressMetrics, render
 
 #: How often the spool gauges are refreshed, seconds (Prometheus scrapes every 15 s or so).
 GAUGE_INTERVAL = 1.0

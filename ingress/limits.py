@@ -31,8 +31,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from sink import logs
-from sink.settings import Settings
+from callback_sink.sink import logs
+from callback_sink.sink.settings import Settings
 
 log = logs.get("ingress")
 

@@ -31,12 +31,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingress.app import EDGE, PUBLISHER, SETTINGS, SPOOL, admit, make_durable, over_capacity
-from ingress.sampling import Sampler
-from sink import logs
-from sink.errors import Rejected
-from sink.events import Event, from_document
-from sink.presend import Decision, PresendFunc, Verdict, decide, record_document
+from callback_sink.ingress.app import (
+    EDGE,
+    PUBLISHER,
+    SETTINGS,
+    SPOOL,
+    admit,
+    make_durable,
+    over_capacity,
+)
+from callback_sink.ingress.sampling import Sampler
+from callback_sink.sink import logs
+from callback_sink.sink.errors import Rejected
+from callback_sink.sink.events import Event, from_document
+from callback_sink.sink.presend import Decision, PresendFunc, Verdict, decide, record_document
 
 log = logs.get("ingress")
 

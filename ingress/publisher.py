@@ -32,13 +32,13 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
 from aio_pika.exceptions import PublishError as Returned
 from pamqp.commands import Basic
 
-from sink import headers, logs, names
-from sink.amqp import ClusterConnection, connect_any
-from sink.config import csv
-from sink.errors import PublishError
-from sink.events import Event, decode
-from sink.partition import PARTITION_HEADER, partition_of
-from sink.topology import Topology, declare
+from callback_sink.sink import headers, logs, names
+from callback_sink.sink.amqp import ClusterConnection, connect_any
+from callback_sink.sink.config import csv
+from callback_sink.sink.errors import PublishError
+from callback_sink.sink.events import Event, decode
+from callback_sink.sink.partition import PARTITION_HEADER, partition_of
+from callback_sink.sink.topology import Topology, declare
 
 log = logs.get("ingress")
 

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingress.limits import Counters
-from ingress.sampling import Sampler, reason_kind
-from sink import logs
-from sink.errors import Rejected, SpoolError, SpoolFull
-from sink.metrics import IngressMetrics
+from callback_sink.ingress.limits import Counters
+from callback_sink.ingress.sampling import Sampler, reason_kind
+from callback_sink.sink import logs
+from callback_sink.sink.errors import Rejected, SpoolError, SpoolFull
+from callback_sink.sink.metrics import IngressMetrics
 
 log = logs.get("ingress")
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sink import logs
+from callback_sink.sink import logs
 
 log = logs.get("ingress")
 

@@ -25,12 +25,12 @@ import os
 import time
 from pathlib import Path
 
-from ingress import spool_files as files
-from ingress.drainer import BATCH, Background, republish
-from ingress.publisher import Publisher
-from ingress.spool import Spool, SpoolLocked
-from sink import logs
-from sink.errors import SpoolError
+from callback_sink.ingress import spool_files as files
+from callback_sink.ingress.drainer import BATCH, Background, republish
+from callback_sink.ingress.publisher import Publisher
+from callback_sink.ingress.spool import Spool, SpoolLocked
+from callback_sink.sink import logs
+from callback_sink.sink.errors import SpoolError
 
 log = logs.get("spool")
 

@@ -30,10 +30,10 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from ingress import spool_files as files
-from ingress.spool_format import Batch, Record, encode
-from sink import logs
-from sink.errors import SpoolError, SpoolFull
+from callback_sink.ingress import spool_files as files
+from callback_sink.ingress.spool_format import Batch, Record, encode
+from callback_sink.sink import logs
+from callback_sink.sink.errors import SpoolError, SpoolFull
 
 __all__ = ["Batch", "Record", "Spool", "SpoolLocked", "encode"]
 

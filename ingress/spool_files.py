@@ -21,8 +21,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingress.spool_format import HEADER, MAGIC, Batch, Record, scan
-from sink import logs
+from callback_sink.ingress.spool_format import HEADER, MAGIC, Batch, Record, scan
+from callback_sink.sink import logs
 
 log = logs.get("spool")
 

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sink.errors import SpoolError
+from callback_sink.sink.errors import SpoolError
 
 MAGIC = b"CSP1"
 HEADER = struct.Struct(">4sII")

@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from sink import logs
+from callback_sink.sink import logs
 
 log = logs.get("supervisor")
 

@@ -24,7 +24,7 @@ from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from yarl import URL
 
-from sink import logs
+from callback_sink.sink import logs
 
 log = logs.get("amqp")
 

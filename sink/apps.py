@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sink.errors import ConfigError, Rejected
-from sink.signature import verify
+from callback_sink.sink.errors import ConfigError, Rejected
+from callback_sink.sink.signature import verify
 
 #: One app and its secrets, as ``SINK_APPS`` spells them.
 App = tuple[str, tuple[str, ...]]

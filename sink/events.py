@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from sink import names
-from sink.apps import appkey_of
-from sink.errors import DecodeError
+from callback_sink.sink import names
+from callback_sink.sink.apps import appkey_of
+from callback_sink.sink.errors import DecodeError
 
 # `muc_id` is `{appkey}_{group id}@conference.easemob.com`, the appkey being `org#app`.
 _MUC_ID = re.compile(r"^[^_@]*_(?P<gid>[^@]+)@conference\.")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from sink.signature import sign
+from callback_sink.sink.signature import sign
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ def now_ms() -> int:
 def load_examples(*, now: bool = False) -> list[Example]:
     """Every JSON example of muc-callbacks.zh.md and PROTOCOL.md, in document order: as the
     spec prints them, or (``now=True``) each stamped with the current time."""
-    text = resources.files("sink").joinpath("examples.json").read_text(encoding="utf-8")
+    text = (
+        resources.files("callback_sink.sink").joinpath("examples.json").read_text(encoding="utf-8")
+    )
     examples = [Example(item["source"], item["body"]) for item in json.loads(text)]
     if now:
         stamp = now_ms()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 
-from sink.events import Event
+from callback_sink.sink.events import Event
 
 #: Header carrying the partition; the partition exchange routes on it. Not ``x-…``: a
 #: headers exchange ignores headers whose names start with ``x-`` when it matches.

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import orjson
 
-from sink.events import PRESEND_RECORD_KEY, Event
+from callback_sink.sink.events import PRESEND_RECORD_KEY, Event
 
 __all__ = [
     "ANSWER_LIMIT",

@@ -14,8 +14,8 @@ from typing import Any
 
 from yarl import URL
 
-from sink.apps import Apps, parse_apps, read_apps_file
-from sink.config import (
+from callback_sink.sink.apps import Apps, parse_apps, read_apps_file
+from callback_sink.sink.config import (
     IPNetwork,
     csv,
     floats,
@@ -26,8 +26,8 @@ from sink.config import (
     read_secret_lines,
     seconds,
 )
-from sink.errors import ConfigError
-from sink.partition import ORDERINGS
+from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.partition import ORDERINGS
 
 DAY = 24 * 3600
 
@@ -78,7 +78,7 @@ class Settings:
     #: Answered on a chain's time-out or error: ``accept`` (Easemob's own default) or ``reject``.
     presend_default: str = "accept"
     #: Handler modules to load, comma-separated dotted paths (plus entry points).
-    handlers: tuple[str, ...] = ("handlers.log",)
+    handlers: tuple[str, ...] = ("callback_sink.handlers.log",)
     #: Unacknowledged messages the broker hands one worker at a time.
     prefetch: int = 64
     #: Callbacks a worker processes at once.

@@ -21,8 +21,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from sink.partition import PARTITION_HEADER
-from sink.settings import Settings
+from callback_sink.sink.partition import PARTITION_HEADER
+from callback_sink.sink.settings import Settings
 
 #: Safety net only: the worker dead-letters on its own attempt count long before this, but a
 #: message that crashes worker processes outright (never settled) must not loop forever.

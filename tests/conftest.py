@@ -21,18 +21,18 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from handlers.registry import Handler, Options, Registry
-from ingress.app import create_app
-from sink import logs
-from sink.events import Event
-from sink.examples import now_ms
-from sink.settings import Settings
-from sink.signature import sign
-from sink.topology import Topology
-from sink.topology import delete as delete_topology
-from worker.consumer import Worker
-from worker.dedup import DedupStore, MemoryStore
-from worker.redis_store import RedisStore
+from callback_sink.handlers.registry import Handler, Options, Registry
+from callback_sink.ingress.app import create_app
+from callback_sink.sink import logs
+from callback_sink.sink.events import Event
+from callback_sink.sink.examples import now_ms
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.signature import sign
+from callback_sink.sink.topology import Topology
+from callback_sink.sink.topology import delete as delete_topology
+from callback_sink.worker.consumer import Worker
+from callback_sink.worker.dedup import DedupStore, MemoryStore
+from callback_sink.worker.redis_store import RedisStore
 
 AMQP_URL = os.environ.get("SINK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("SINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

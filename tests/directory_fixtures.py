@@ -4,7 +4,8 @@ Test modules import the fixtures they use (``emulator_fixture`` …); each is re
 under its short name. ``emulator`` is an in-process emulator on a free port, with a clock a
 test can move forward, and a client configured for it; ``directory_url`` is an SQLite file
 or a fresh PostgreSQL database per test (a missing PostgreSQL skips locally and fails under
-CI=true); ``directory_env`` configures ``handlers.directory`` from the environment, and
+CI=true); ``directory_env`` configures ``callback_sink.handlers.directory`` from the
+environment, and
 :class:`Applied` tells which callbacks a worker's directory handler has applied. Random
 workloads live in tests/directory_workloads.py.
 """
@@ -24,12 +25,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-import handlers.directory as directory_module
-from easemob.emulator import Emulator
-from easemob.rest import GroupClient
-from easemob.settings import EasemobSettings, EmulatorSettings
-from handlers.registry import Handler, collect
-from sink.events import Event
+import callback_sink.handlers.directory as directory_module
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.rest import GroupClient
+from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
+from callback_sink.handlers.registry import Handler, collect
+from callback_sink.sink.events import Event
 from tests.conftest import SECRET
 
 POSTGRES_URL = os.environ.get(
@@ -102,9 +103,9 @@ async def emulator_fixture() -> AsyncIterator[RunningEmulator]:
 async def directory_env_fixture(
     directory_url: str, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[None]:
-    """``handlers.directory`` configured from the environment, as in production, its REST
-    look-ups going to ``emulator``; closed after the workers that use it have stopped
-    (fixtures tear down in reverse order)."""
+    """``callback_sink.handlers.directory`` configured from the environment, as in
+    production, its REST look-ups going to ``emulator``; closed after the workers that use it
+    have stopped (fixtures tear down in reverse order)."""
     rest = emulator.client_settings
     for name, value in {
         "SINK_DIRECTORY_URL": directory_url,

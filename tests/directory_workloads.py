@@ -11,13 +11,13 @@ from typing import Any
 from hypothesis import Phase
 from hypothesis import strategies as st
 
-from easemob.emulator import Emulator
-from easemob.emulator.state import Group
-from easemob.models import NewGroup
-from easemob.rest import GroupClient
-from handlers.directory.store import Directory
-from handlers.directory.view import GroupView, MutedMember
-from sink.errors import EasemobError
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.emulator.state import Group
+from callback_sink.easemob.models import NewGroup
+from callback_sink.easemob.rest import GroupClient
+from callback_sink.handlers.directory.store import Directory
+from callback_sink.handlers.directory.view import GroupView, MutedMember
+from callback_sink.sink.errors import EasemobError
 from tests.directory_fixtures import RunningEmulator
 
 USERS = tuple(f"u{i}" for i in range(5))

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingress.app import create_app, make_runner
-from sink.settings import Settings
+from callback_sink.ingress.app import create_app, make_runner
+from callback_sink.sink.settings import Settings
 
 Client = TestClient[Any, Any]
 Serve = Callable[..., Awaitable[Client]]

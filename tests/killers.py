@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from handlers import Event, on
-from sink import logs
+from callback_sink.handlers import Event, on
+from callback_sink.sink import logs
 from tests.recording import record
 
 log = logs.get("tests")

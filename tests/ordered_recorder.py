@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from handlers import Event, on
+from callback_sink.handlers import Event, on
 
 
 @on("muc")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from handlers import Event, Verdict, presend
+from callback_sink.handlers import Event, Verdict, presend
 
 BANNED = "forbidden-word"
 

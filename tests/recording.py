@@ -17,7 +17,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from handlers import Event, on
+from callback_sink.handlers import Event, on
 
 _attempts: Counter[str] = Counter()
 

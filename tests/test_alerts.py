@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from sink.settings import Settings
+from callback_sink.sink.settings import Settings
 from tests.processes import ROOT, SinkProcess
 from tests.scrape import scrape
 from tests.test_ingress_outage import free_port

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from callback_sink.environment import masked, variables
-from ingress.publisher import Publisher
-from sink.amqp import CONNECT_ERRORS, connect_any, node_of, redact
-from sink.errors import ConfigError, PublishError
-from sink.settings import Settings
-from sink.topology import Topology
+from callback_sink.ingress.publisher import Publisher
+from callback_sink.sink.amqp import CONNECT_ERRORS, connect_any, node_of, redact
+from callback_sink.sink.errors import ConfigError, PublishError
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
 from tests.broker import queue_depth
 from tests.conftest import Recorder, callback, post, signed
 from tests.test_ingress_outage import Relay

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingress.app import create_app
-from sink.apps import appkey_of, claimed_appkey, parse_apps, read_apps_file
-from sink.errors import ConfigError, Rejected
-from sink.events import from_document
-from sink.settings import Settings
+from callback_sink.ingress.app import create_app
+from callback_sink.sink.apps import appkey_of, claimed_appkey, parse_apps, read_apps_file
+from callback_sink.sink.errors import ConfigError, Rejected
+from callback_sink.sink.events import from_document
+from callback_sink.sink.settings import Settings
 from tests.conftest import Recorder, callback, post, signed
 
 APPS = "acme#prod=secretA|secretA2,acme#staging=secretB"

@@ -23,14 +23,14 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from callback_sink.backfill import backfill
-from easemob.emulator import Emulator
-from easemob.emulator.storage import Bucket
-from easemob.models import NewGroup
-from easemob.rest import GroupClient
-from easemob.settings import EasemobSettings, EmulatorSettings
-from easemob.storage import date_key
-from ingress.app import EXEMPTIONS, create_app
-from sink.settings import Settings
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.emulator.storage import Bucket
+from callback_sink.easemob.models import NewGroup
+from callback_sink.easemob.rest import GroupClient
+from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
+from callback_sink.easemob.storage import date_key
+from callback_sink.ingress.app import EXEMPTIONS, create_app
+from callback_sink.sink.settings import Settings
 from tests.conftest import SECRET, Recorder, callback, post, signed
 from tests.directory_fixtures import client_settings_for
 

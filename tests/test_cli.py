@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from sink.settings import Settings
-from sink.signature import sign
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.signature import sign
 from tests.processes import ROOT, SinkProcess
 
 

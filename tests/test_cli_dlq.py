@@ -15,8 +15,8 @@ import aio_pika
 import orjson
 import pytest
 
-from sink.topology import Topology, declare
-from sink.topology import delete as delete_topology
+from callback_sink.sink.topology import Topology, declare
+from callback_sink.sink.topology import delete as delete_topology
 from tests.broker import queue_depth
 from tests.processes import ROOT
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from sink.topology import Topology
-from sink.topology import delete as delete_topology
+from callback_sink.sink.topology import Topology
+from callback_sink.sink.topology import delete as delete_topology
 from tests.broker import queue_depth
 from tests.processes import ROOT
 
@@ -117,8 +117,9 @@ def test_groups_list_of_a_file_without_the_table_fails_and_adds_no_table(tmp_pat
 def test_groups_show_of_an_unknown_group_is_one_line(tmp_path: Path) -> None:
     where = tmp_path / "directory.sqlite3"
     created = subprocess.run(
-        [sys.executable, "-c", "import asyncio; from handlers.directory import open_directory;"
-         "from handlers.directory.settings import DirectorySettings as S;"
+        [sys.executable, "-c", "import asyncio;"
+         "from callback_sink.handlers.directory import open_directory;"
+         "from callback_sink.handlers.directory.settings import DirectorySettings as S;"
          f"asyncio.run(open_directory(S(url='sqlite:///{where}')).__aenter__())"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
     )  # fmt: skip

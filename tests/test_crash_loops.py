@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from sink import headers
-from sink.settings import Settings
+from callback_sink.sink import headers
+from callback_sink.sink.settings import Settings
 from tests.broker import queue_depth, take_all
 from tests.conftest import callback, post, signed
 from tests.processes import SinkProcess

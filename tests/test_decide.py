@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.registry import Handler, Options
-from sink.errors import PermanentError, Retry
-from sink.events import Event, from_document
+from callback_sink.handlers.registry import Handler, Options
+from callback_sink.sink.errors import PermanentError, Retry
+from callback_sink.sink.events import Event, from_document
+from callback_sink.worker.decide import Delivery, Policy, decide
+from callback_sink.worker.pipeline import HandlerResult, Outcome, Result
 from tests.conftest import callback, signed
-from worker.decide import Delivery, Policy, decide
-from worker.pipeline import HandlerResult, Outcome, Result
 
 POLICY = Policy(max_attempts=3, retry_delays=(1.0, 10.0))
 

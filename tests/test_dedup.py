@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from worker.dedup import ClaimRequest, DedupStore, MemoryStore, State
-from worker.redis_store import RedisStore
+from callback_sink.worker.dedup import ClaimRequest, DedupStore, MemoryStore, State
+from callback_sink.worker.redis_store import RedisStore
 
 
 def ask(
@@ -85,7 +85,7 @@ async def test_concurrent_claims_on_redis_yield_exactly_one_winner(
 async def test_the_memory_store_forgets_expired_marks_of_callbacks_never_seen_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("worker.dedup.SWEEP_EVERY", 10)
+    monkeypatch.setattr("callback_sink.worker.dedup.SWEEP_EVERY", 10)
     store = MemoryStore()
     for i in range(50):
         claim = await store.claim(f"call-{i}", "h", lease=30)

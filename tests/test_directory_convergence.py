@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from handlers.directory import DirectorySettings, Tracker
-from handlers.directory.store import Directory
-from sink.events import decode
+from callback_sink.handlers.directory import DirectorySettings, Tracker
+from callback_sink.handlers.directory.store import Directory
+from callback_sink.sink.events import decode
 from tests.directory_fixtures import (  # noqa: F401
     RunningEmulator,
     directory_url_fixture,

@@ -1,7 +1,8 @@
 """The whole system, end to end: random REST operations against the emulator; its signed
 callbacks, some duplicated and all shuffled, POSTed to the real ingress, through the real
-RabbitMQ, to a real worker running ``handlers.directory`` (whose REST lookups go back to the
-emulator). The directory must end equal to the emulator's state, on SQLite and PostgreSQL."""
+RabbitMQ, to a real worker running ``callback_sink.handlers.directory`` (whose REST lookups
+go back to the emulator). The directory must end equal to the
+emulator's state, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-import handlers.directory as directory_module
-from easemob.emulator.callbacks import CallbackSender
-from easemob.models import NewGroup
-from handlers.directory.view import MutedMember
+import callback_sink.handlers.directory as directory_module
+from callback_sink.easemob.emulator.callbacks import CallbackSender
+from callback_sink.easemob.models import NewGroup
+from callback_sink.handlers.directory.view import MutedMember
+from callback_sink.worker.consumer import Worker
 from tests.conftest import SECRET
 from tests.directory_fixtures import (  # noqa: F401
     Applied,
@@ -36,7 +38,6 @@ from tests.directory_workloads import (
     emit_shuffled,
     group_operations,
 )
-from worker.consumer import Worker
 
 
 def sender_to(ingress: TestClient[Any, Any], emulator: RunningEmulator) -> CallbackSender:

@@ -1,4 +1,4 @@
-"""The ``handlers.directory`` module: registration, configuration, REST lookups, CLI."""
+"""The ``callback_sink.handlers.directory`` module: registration, configuration, REST, CLI."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from typing import Any
 import orjson
 import pytest
 
-import handlers.directory as directory_module
+import callback_sink.handlers.directory as directory_module
 from callback_sink import cli
-from easemob.models import NewGroup
-from handlers.directory import DirectorySettings, Tracker, open_directory
-from handlers.directory import facts as f
-from handlers.directory.facts import Fact
-from handlers.directory.store import Directory
-from handlers.registry import collect
-from sink.errors import ConfigError, Retry
-from sink.events import Event, decode, from_document
-from sink.examples import load_examples
+from callback_sink.easemob.models import NewGroup
+from callback_sink.handlers.directory import DirectorySettings, Tracker, open_directory
+from callback_sink.handlers.directory import facts as f
+from callback_sink.handlers.directory.facts import Fact
+from callback_sink.handlers.directory.store import Directory
+from callback_sink.handlers.registry import collect
+from callback_sink.sink.errors import ConfigError, Retry
+from callback_sink.sink.events import Event, decode, from_document
+from callback_sink.sink.examples import load_examples
 from tests.directory_fixtures import RunningEmulator, emulator_fixture  # noqa: F401
 
 EASEMOB_VARIABLES = ("HOST", "ORG", "APP", "CLIENT_ID", "CLIENT_SECRET", "CLIENT_SECRET_FILE")

@@ -6,11 +6,16 @@ from typing import Any
 
 import pytest
 
-from handlers.directory import facts as f
-from handlers.directory.facts import Fact
-from handlers.directory.interpret import AFFECTED_USER, affected_user, interpret, user_of
-from sink.events import from_document
-from sink.examples import load_examples
+from callback_sink.handlers.directory import facts as f
+from callback_sink.handlers.directory.facts import Fact
+from callback_sink.handlers.directory.interpret import (
+    AFFECTED_USER,
+    affected_user,
+    interpret,
+    user_of,
+)
+from callback_sink.sink.events import from_document
+from callback_sink.sink.examples import load_examples
 
 MUC_EXAMPLES = [e for e in load_examples() if e.body.get("chat_type") == "muc"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from callback_sink.handlers.directory import DirectorySettings, open_directory, track_groups
+from callback_sink.sink.errors import StartupError
 from callback_sink.testing import SinkTester, Verdict, make_event
-from handlers.directory import DirectorySettings, open_directory, track_groups
-from sink.errors import StartupError
 
 EASEMOB_VARIABLES = ("HOST", "ORG", "APP", "CLIENT_ID", "CLIENT_SECRET", "CLIENT_SECRET_FILE")
 
@@ -26,7 +26,7 @@ def directory_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 async def tester(directory_url: str) -> AsyncIterator[SinkTester]:
-    async with SinkTester("handlers.directory", use_entry_points=False) as tester:
+    async with SinkTester("callback_sink.handlers.directory", use_entry_points=False) as tester:
         yield tester
 
 
@@ -52,6 +52,6 @@ async def test_a_bad_directory_url_stops_the_tester_at_start_up_naming_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SINK_DIRECTORY_URL", "mysql://localhost/db")
-    tester = SinkTester("handlers.directory", use_entry_points=False)
+    tester = SinkTester("callback_sink.handlers.directory", use_entry_points=False)
     with pytest.raises(StartupError, match="SINK_DIRECTORY_URL"):
         await tester.run(make_event("muc:create"))

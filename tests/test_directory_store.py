@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handlers.directory import facts as f
-from handlers.directory.facts import Fact
-from handlers.directory.settings import DirectorySettings
-from handlers.directory.store import Directory
-from handlers.directory.view import MutedMember
+from callback_sink.handlers.directory import facts as f
+from callback_sink.handlers.directory.facts import Fact
+from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.handlers.directory.store import Directory
+from callback_sink.handlers.directory.view import MutedMember
 from tests.directory_fixtures import directory_url_fixture, postgres_url_fixture  # noqa: F401
 
 

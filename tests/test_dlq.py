@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from sink.events import Event
-from sink.settings import Settings
-from sink.topology import Topology
+from callback_sink.sink.events import Event
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
+from callback_sink.worker.dlq import DeadLetters, Selection, render
 from tests.broker import queue_depth
 from tests.conftest import Recorder, callback, post, signed
-from worker.dlq import DeadLetters, Selection, render
 
 Client = TestClient[Any, Any]
 

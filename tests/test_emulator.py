@@ -16,17 +16,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.emulator.callbacks import CallbackSender
+from callback_sink.easemob.emulator.state import Change
+from callback_sink.easemob.models import NewGroup
+from callback_sink.easemob.settings import EmulatorSettings
 from callback_sink.easemob_cli import _callback_secret
-from easemob.emulator import Emulator
-from easemob.emulator.callbacks import CallbackSender
-from easemob.emulator.state import Change
-from easemob.models import NewGroup
-from easemob.settings import EmulatorSettings
-from sink.errors import ConfigError
-from sink.events import from_document
-from sink.examples import load_examples
-from sink.settings import Settings
-from sink.signature import verify
+from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.events import from_document
+from callback_sink.sink.examples import load_examples
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.signature import verify
 from tests.conftest import SECRET
 from tests.directory_fixtures import (  # noqa: F401
     RunningEmulator,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from easemob import api
-from easemob.emulator import Emulator
-from easemob.settings import EmulatorSettings
+from callback_sink.easemob import api
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.settings import EmulatorSettings
 
 SETTINGS = EmulatorSettings(sink_url="")
 PREFIX = f"/{SETTINGS.org}/{SETTINGS.app}"

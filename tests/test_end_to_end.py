@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from sink.events import Event
-from sink.examples import load_examples, resign
+from callback_sink.sink.events import Event
+from callback_sink.sink.examples import load_examples, resign
 from tests.conftest import SECRET, Recorder, callback, post, signed
 
 Client = TestClient[Any, Any]

@@ -3,10 +3,10 @@ from typing import Any
 import orjson
 import pytest
 
-from sink import names
-from sink.errors import DecodeError
-from sink.events import decode, from_document
-from sink.examples import load_examples
+from callback_sink.sink import names
+from callback_sink.sink.errors import DecodeError
+from callback_sink.sink.events import decode, from_document
+from callback_sink.sink.examples import load_examples
 
 # The families of the four PROTOCOL.md examples, in document order, as the spec describes them.
 PROTOCOL_EXPECTED = [

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from callback_sink.cli import send_examples
-from sink.examples import load_examples, resign
-from sink.signature import verify
+from callback_sink.sink.examples import load_examples, resign
+from callback_sink.sink.signature import verify
 
 SECRET = "example-secret"
 #: A callback signed "now" must be this fresh, ms (generous for a slow test machine).

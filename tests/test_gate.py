@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from worker.gate import Gate
+from callback_sink.worker.gate import Gate
 
 
 async def test_a_suspect_waits_for_running_deliveries_and_holds_new_ones_back() -> None:

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from sink.settings import Settings
+from callback_sink.sink.settings import Settings
 from tests.broker import queue_depth, take_all
 from tests.conftest import SECRET, callback, post, signed
 

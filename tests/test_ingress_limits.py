@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from ingress.app import EDGE
-from sink.settings import Settings
+from callback_sink.ingress.app import EDGE
+from callback_sink.sink.settings import Settings
 from tests.conftest import callback, post, signed
 from tests.ingress_server import Client, Serve, serving
 

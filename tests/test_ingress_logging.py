@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
-from sink import headers
-from sink.settings import Settings
+from callback_sink.sink import headers
+from callback_sink.sink.settings import Settings
 from tests.broker import take_all
 from tests.conftest import callback, post, signed
 from tests.ingress_server import Serve, serving

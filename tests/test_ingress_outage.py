@@ -21,13 +21,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 from yarl import URL
 
+from callback_sink.ingress.app import SPOOL, STOPPING, create_app
+from callback_sink.ingress.drainer import Drainer
+from callback_sink.ingress.publisher import Publisher
+from callback_sink.ingress.spool import Record, Spool
 from callback_sink.service import run_ingress
-from ingress.app import SPOOL, STOPPING, create_app
-from ingress.drainer import Drainer
-from ingress.publisher import Publisher
-from ingress.spool import Record, Spool
-from sink.errors import PublishError
-from sink.settings import Settings
+from callback_sink.sink.errors import PublishError
+from callback_sink.sink.settings import Settings
 from tests.broker import queue_depth, take_all
 from tests.conftest import callback, post, signed
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
-from ingress.app import PUBLISHER, SPOOL
-from sink.settings import Settings
+from callback_sink.ingress.app import PUBLISHER, SPOOL
+from callback_sink.sink.settings import Settings
 from tests.broker import queue_depth
 from tests.conftest import callback, post, signed
 from tests.ingress_server import Serve, serving

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from ingress.app import create_app
-from sink.errors import ConfigError
-from sink.examples import now_ms
-from sink.settings import DAY, Settings
+from callback_sink.ingress.app import create_app
+from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.examples import now_ms
+from callback_sink.sink.settings import DAY, Settings
 from tests.broker import queue_depth
 from tests.conftest import SECRET, callback, post, signed
 from tests.ingress_server import Serve, serving

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from callback_sink import cli
-from handlers.registry import ENTRY_POINT_GROUP
+from callback_sink.handlers.registry import ENTRY_POINT_GROUP
 
 NAME = "acme_handlers"
 
@@ -113,7 +113,7 @@ def test_the_generated_package_installs_and_its_tests_pass_without_a_broker_and_
     assert "4 passed, 1 deselected" in passed.stdout  # the end-to-end test is opt-in
 
     found = subprocess.run(
-        [python, "-c", "from handlers.registry import load\n"
+        [python, "-c", "from callback_sink.handlers.registry import load\n"
          "print(*[h.name for h in load([], use_entry_points=True).handlers])"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip

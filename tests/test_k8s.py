@@ -18,11 +18,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ingress.app import create_app
-from sink.settings import Settings
-from sink.topology import Topology
-from worker.consumer import Worker
-from worker.probes import create_probe_app
+from callback_sink.ingress.app import create_app
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
+from callback_sink.worker.consumer import Worker
+from callback_sink.worker.probes import create_probe_app
 
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"

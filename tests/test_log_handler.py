@@ -5,13 +5,13 @@ from __future__ import annotations
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from callback_sink.handlers import log as log_handler
+from callback_sink.sink import names
 from callback_sink.testing import SinkTester, Verdict, make_event
-from handlers import log as log_handler
-from sink import names
 
 
 async def test_the_log_handler_logs_what_arrived_once_per_callback() -> None:
-    tester = SinkTester("handlers.log", use_entry_points=False)
+    tester = SinkTester("callback_sink.handlers.log", use_entry_points=False)
     event = make_event("muc:kick", group_id="42", from_="alice", to="bob")
     with capture_logs(processors=[merge_contextvars]) as logs:
         report = await tester.run([event, event])
@@ -26,5 +26,5 @@ async def test_the_log_handler_logs_what_arrived_once_per_callback() -> None:
 
 async def test_the_log_handler_takes_every_event_name() -> None:
     built = [make_event(name) for name in sorted(names.KNOWN_NAMES - {"message:unknown"})]
-    report = await SinkTester("handlers.log", use_entry_points=False).run(built)
+    report = await SinkTester("callback_sink.handlers.log", use_entry_points=False).run(built)
     assert report.verdicts(log_handler.log_event) == [Verdict.HANDLED] * len(built)

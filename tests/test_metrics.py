@@ -10,13 +10,13 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
-from sink.settings import Settings
+from callback_sink.sink.settings import Settings
+from callback_sink.worker.depth import QueueDepths
+from callback_sink.worker.probes import create_probe_app
 from tests.conftest import Recorder, callback, post, signed
 from tests.processes import CLI, SinkProcess
 from tests.scrape import samples, scrape, value
 from tests.test_ingress_outage import free_port
-from worker.depth import QueueDepths
-from worker.probes import create_probe_app
 
 N, M, K = 7, 3, 2
 REQUESTS = "callback_sink_ingress_requests_total"

@@ -12,10 +12,10 @@ import aio_pika
 import pytest
 from aiohttp.test_utils import TestClient
 
-from sink import headers
-from sink.events import Event
-from sink.settings import Settings
-from sink.topology import Topology
+from callback_sink.sink import headers
+from callback_sink.sink.events import Event
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology
 from tests.broker import queue_depth, take_all
 from tests.conftest import Recorder, callback, post, signed
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from callback_sink.sink.partition import partition_key, partition_of
 from callback_sink.testing import make_event
-from sink.partition import partition_key, partition_of
 
 
 def test_every_callback_of_a_group_lands_in_the_same_partition() -> None:

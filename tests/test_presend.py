@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from callback_sink.handlers import Event, Verdict, presend
+from callback_sink.handlers.presend import load_presend
+from callback_sink.sink.errors import HandlerLoadError
+from callback_sink.sink.presend import ANSWER_LIMIT, decide
 from callback_sink.testing import make_event, make_presend_event, run_presend
-from handlers import Event, Verdict, presend
-from handlers.presend import load_presend
-from sink.errors import HandlerLoadError
-from sink.presend import ANSWER_LIMIT, decide
 from tests import presend_fixtures
 from tests.presend_fixtures import BANNED, broken, sleepy
 

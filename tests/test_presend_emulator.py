@@ -8,12 +8,12 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from easemob.emulator import Emulator
-from easemob.settings import EmulatorSettings
-from handlers.presend import load_presend
-from ingress.app import create_app
-from ingress.presend import install
-from sink.settings import Settings
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.settings import EmulatorSettings
+from callback_sink.handlers.presend import load_presend
+from callback_sink.ingress.app import create_app
+from callback_sink.ingress.presend import install
+from callback_sink.sink.settings import Settings
 from tests.conftest import SECRET, Recorder
 from tests.presend_fixtures import BANNED
 

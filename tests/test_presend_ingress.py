@@ -13,12 +13,12 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from callback_sink.handlers.presend import load_presend
+from callback_sink.ingress.app import SPOOL, create_app
+from callback_sink.ingress.presend import PRESEND, install
+from callback_sink.sink.presend import PresendFunc
+from callback_sink.sink.settings import Settings
 from callback_sink.testing import make_presend_body
-from handlers.presend import load_presend
-from ingress.app import SPOOL, create_app
-from ingress.presend import PRESEND, install
-from sink.presend import PresendFunc
-from sink.settings import Settings
 from tests.conftest import SECRET, Recorder, post
 from tests.presend_fixtures import BANNED, sleepy
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from easemob.settings import EasemobSettings, EmulatorSettings
-from handlers.directory.settings import DirectorySettings
-from sink import names
-from sink.settings import Settings
+from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
+from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.sink import names
+from callback_sink.sink.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from handlers import Event, on
-from handlers.registry import load
-from sink.errors import HandlerLoadError
+from callback_sink.handlers import Event, on
+from callback_sink.handlers.registry import load
+from callback_sink.sink.errors import HandlerLoadError
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def write(directory: Path, name: str, source: str) -> None:
 
 def test_a_module_path_loads_its_decorated_handlers(module_dir: Path) -> None:
     write(module_dir, "userhandlers_ok", """
-        from handlers import Event, on
+        from callback_sink.handlers import Event, on
 
         @on("muc:apply", "muc:invite")
         async def review(event: Event) -> None: ...
@@ -56,7 +56,7 @@ def test_a_module_that_cannot_be_imported_is_named_in_the_error() -> None:
 
 def test_an_unknown_event_name_fails_at_import_naming_it(module_dir: Path) -> None:
     write(module_dir, "userhandlers_typo", """
-        from handlers import Event, on
+        from callback_sink.handlers import Event, on
 
         @on("muc:aply")
         async def review(event: Event) -> None: ...
@@ -74,7 +74,7 @@ def test_a_plain_function_cannot_be_a_handler() -> None:
 
 def test_handler_modules_plug_in_through_entry_points(module_dir: Path) -> None:
     write(module_dir, "userhandlers_plugin", """
-        from handlers import Event, on
+        from callback_sink.handlers import Event, on
 
         @on("*")
         async def everything(event: Event) -> None: ...
@@ -92,7 +92,7 @@ def test_handler_modules_plug_in_through_entry_points(module_dir: Path) -> None:
 
 
 def test_the_built_in_log_handler_takes_everything() -> None:
-    registry = load(["handlers.log"], use_entry_points=False)
+    registry = load(["callback_sink.handlers.log"], use_entry_points=False)
     assert [h.name for h in registry.for_event("unknown")] == ["handlers.log.log_event"]
 
 
@@ -100,7 +100,7 @@ async def test_a_modules_shutdown_hook_is_awaited_when_the_registry_shuts_down(
     module_dir: Path,
 ) -> None:
     write(module_dir, "userhandlers_hook", """
-        from handlers import Event, on, on_shutdown
+        from callback_sink.handlers import Event, on, on_shutdown
 
         closed = []
 

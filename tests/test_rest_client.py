@@ -9,12 +9,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from easemob.api import MAX_BATCH
-from easemob.emulator import Emulator
-from easemob.models import Member, NewGroup, UserResult
-from easemob.rest import GroupClient
-from easemob.settings import EmulatorSettings
-from sink.errors import BatchTooLarge, EasemobError, EasemobThrottled
+from callback_sink.easemob.api import MAX_BATCH
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.models import Member, NewGroup, UserResult
+from callback_sink.easemob.rest import GroupClient
+from callback_sink.easemob.settings import EmulatorSettings
+from callback_sink.sink.errors import BatchTooLarge, EasemobError, EasemobThrottled
 from tests.directory_fixtures import (  # noqa: F401
     RunningEmulator,
     client_settings_for,

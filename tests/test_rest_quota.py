@@ -13,13 +13,13 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from easemob.emulator import Emulator
-from easemob.models import NewGroup
-from easemob.ratelimit import RateLimiter
-from easemob.redis_limiter import RedisRateLimiter, limiter_for, quota_key
-from easemob.rest import GroupClient
-from easemob.settings import EasemobSettings, EmulatorSettings
-from sink.errors import EasemobThrottled
+from callback_sink.easemob.emulator import Emulator
+from callback_sink.easemob.models import NewGroup
+from callback_sink.easemob.ratelimit import RateLimiter
+from callback_sink.easemob.redis_limiter import RedisRateLimiter, limiter_for, quota_key
+from callback_sink.easemob.rest import GroupClient
+from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
+from callback_sink.sink.errors import EasemobThrottled
 from tests.directory_fixtures import client_settings_for
 
 #: The emulated app's quota, and what each client is configured to send: a margin below it,

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from easemob.ratelimit import RateLimiter
+from callback_sink.easemob.ratelimit import RateLimiter
 
 
 class FakeTime:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from easemob.settings import EasemobSettings, EmulatorSettings
-from sink.errors import ConfigError
+from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
+from callback_sink.sink.errors import ConfigError
 
 CREDENTIALS = {
     "SINK_EASEMOB_HOST": "a1.easemob.com",

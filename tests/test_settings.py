@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sink.errors import ConfigError
-from sink.settings import Settings
+from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.settings import Settings
 
 
 def test_defaults_work_on_a_developer_machine() -> None:
@@ -16,7 +16,7 @@ def test_defaults_work_on_a_developer_machine() -> None:
     assert settings.dedup_url == "memory://"
     assert settings.prefetch == 64
     assert settings.body_limit == 1024 * 1024
-    assert settings.handlers == ("handlers.log",)
+    assert settings.handlers == ("callback_sink.handlers.log",)
     assert settings.dedup_ttl > 3 * 24 * 3600
 
 

@@ -1,4 +1,4 @@
-from sink.signature import sign, verify
+from callback_sink.sink.signature import sign, verify
 
 
 def test_the_worked_example_of_the_protocol_signs_as_documented() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import ingress.spool as spool_module
-from ingress.spool import Record, Spool, encode
-from sink.errors import SpoolError, SpoolFull
+import callback_sink.ingress.spool as spool_module
+from callback_sink.ingress.spool import Record, Spool, encode
+from callback_sink.sink.errors import SpoolError, SpoolFull
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,7 +148,7 @@ async def test_a_spool_left_by_a_killed_process_opens_with_its_records(tmp_path:
     directory = tmp_path / "spool"
     script = textwrap.dedent(f"""
         import asyncio, os, signal
-        from ingress.spool import Record, Spool
+        from callback_sink.ingress.spool import Record, Spool
 
         async def main():
             spool = Spool({str(directory)!r}, 1 << 20)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
-from ingress.spool import Record, Spool
-from sink.settings import Settings
+from callback_sink.ingress.spool import Record, Spool
+from callback_sink.sink.settings import Settings
 from tests.broker import queue_depth, take_all
 from tests.conftest import SECRET, callback, signed
 from tests.processes import SinkProcess

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from ingress import spool_files
-from ingress.spool import Record, Spool, encode
-from sink.errors import SpoolError
+from callback_sink.ingress import spool_files
+from callback_sink.ingress.spool import Record, Spool, encode
+from callback_sink.sink.errors import SpoolError
 
 
 def record(i: int) -> Record:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ingress import supervisor as supervisor_module
-from ingress.siblings import claim_root
-from ingress.supervisor import Supervisor
+from callback_sink.ingress import supervisor as supervisor_module
+from callback_sink.ingress.siblings import claim_root
+from callback_sink.ingress.supervisor import Supervisor
 from tests.processes import ROOT
 from tests.test_ingress_outage import free_port
 

@@ -11,7 +11,12 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from callback_sink.handlers import Event, Handler, Options, PermanentError, Registry, Retry
 from callback_sink.pytest_plugin import SinkFactory, TesterFactory
+from callback_sink.sink import names
+from callback_sink.sink.errors import StartupError
+from callback_sink.sink.examples import load_examples
+from callback_sink.sink.signature import verify
 from callback_sink.testing import (
     BrokerUnreachable,
     RunningSink,
@@ -20,11 +25,6 @@ from callback_sink.testing import (
     make_body,
     make_event,
 )
-from handlers import Event, Handler, Options, PermanentError, Registry, Retry
-from sink import names
-from sink.errors import StartupError
-from sink.examples import load_examples
-from sink.signature import verify
 from tests.conftest import SECRET, post
 
 HANDLED, DUPLICATE, RETRY, DEAD = Verdict.HANDLED, Verdict.DUPLICATE, Verdict.RETRY, Verdict.DEAD

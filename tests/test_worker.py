@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from sink import headers
-from sink.errors import PermanentError, Retry
-from sink.events import Event
-from sink.settings import Settings
+from callback_sink.sink import headers
+from callback_sink.sink.errors import PermanentError, Retry
+from callback_sink.sink.events import Event
+from callback_sink.sink.settings import Settings
 from tests.broker import publish_raw, queue_depth, take_all
 from tests.conftest import Recorder, callback, post, signed
 

@@ -10,15 +10,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from handlers.registry import Registry
-from sink import headers
-from sink.errors import StartupError
-from sink.events import Event
-from sink.settings import Settings
+from callback_sink.handlers.registry import Registry
+from callback_sink.sink import headers
+from callback_sink.sink.errors import StartupError
+from callback_sink.sink.events import Event
+from callback_sink.sink.settings import Settings
+from callback_sink.worker.consumer import Worker
+from callback_sink.worker.dedup import MemoryStore
 from tests.broker import queue_depth, take_all
 from tests.conftest import Recorder, callback, post, signed
-from worker.consumer import Worker
-from worker.dedup import MemoryStore
 
 Client = TestClient[Any, Any]
 

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from callback_sink.service import run_worker
-from sink.errors import StartupError
-from sink.settings import Settings
+from callback_sink.sink.errors import StartupError
+from callback_sink.sink.settings import Settings
 from tests.scrape import scrape, value
 from tests.test_ingress_outage import free_port
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from sink.settings import Settings
+from callback_sink.sink.settings import Settings
 from tests.conftest import callback, post, signed
 from tests.processes import SinkProcess
 from tests.recording import read_records

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from sink.settings import Settings
+from callback_sink.sink.settings import Settings
 from tests.broker import queue_depth
 from tests.conftest import callback, post, signed
 from tests.processes import SinkProcess
@@ -48,7 +48,7 @@ async def test_an_unreachable_directory_database_stops_the_worker_with_one_line(
     worker = await start({
         "SINK_AMQP_URL": settings.amqp_url,
         "SINK_TOPOLOGY_PREFIX": settings.topology_prefix,
-        "SINK_HANDLERS": "handlers.directory",
+        "SINK_HANDLERS": "callback_sink.handlers.directory",
         "SINK_DIRECTORY_URL": "postgresql://sink@127.0.0.1:1/directory",
     })  # fmt: skip
     assert await exit_of(worker, within=15) != 0

@@ -32,22 +32,22 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from structlog.contextvars import bound_contextvars
 
-from handlers.registry import Registry
-from sink import logs
-from sink.amqp import connect_any
-from sink.errors import DecodeError, DedupUnavailable, StartupError
-from sink.events import decode
-from sink.metrics import WorkerMetrics
-from sink.settings import Settings
-from sink.topology import Topology, declare
-from worker.decide import Policy, decide
-from worker.dedup import DedupStore
-from worker.gate import Gate
-from worker.leases import Leases
-from worker.ordered import Partitions
-from worker.ordered import in_place as in_place_run
-from worker.pipeline import Outcome, Result, RunPolicy, dispatch
-from worker.settle import Settler, delivery_of, settled_of
+from callback_sink.handlers.registry import Registry
+from callback_sink.sink import logs
+from callback_sink.sink.amqp import connect_any
+from callback_sink.sink.errors import DecodeError, DedupUnavailable, StartupError
+from callback_sink.sink.events import decode
+from callback_sink.sink.metrics import WorkerMetrics
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology, declare
+from callback_sink.worker.decide import Policy, decide
+from callback_sink.worker.dedup import DedupStore
+from callback_sink.worker.gate import Gate
+from callback_sink.worker.leases import Leases
+from callback_sink.worker.ordered import Partitions
+from callback_sink.worker.ordered import in_place as in_place_run
+from callback_sink.worker.pipeline import Outcome, Result, RunPolicy, dispatch
+from callback_sink.worker.settle import Settler, delivery_of, settled_of
 
 log = logs.get("worker")
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sink.errors import PermanentError, Retry
-from sink.topology import delay_step
-from worker.pipeline import HandlerResult, Outcome, Result
+from callback_sink.sink.errors import PermanentError, Retry
+from callback_sink.sink.topology import delay_step
+from callback_sink.worker.pipeline import HandlerResult, Outcome, Result
 
 #: First delay of a deferral (another worker runs the handler, or the dedup store is down),
 #: growing by DEFER_GROWTH with every delivery up to the cap: the first few bounces come

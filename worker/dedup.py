@@ -199,6 +199,8 @@ def open_store(url: str, prefix: str) -> DedupStore:
     """The store named by ``SINK_DEDUP_URL``."""
     if url.startswith("memory://"):
         return MemoryStore()
-    from worker.redis_store import RedisStore  # only workers that use Redis load its client
+    from callback_sink.worker.redis_store import (
+        RedisStore,  # only workers that use Redis load its client
+    )
 
     return RedisStore(url, prefix)

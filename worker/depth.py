@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelInvalidStateError
 
-from sink import logs
-from sink.amqp import connect_first
-from sink.metrics import WorkerMetrics
-from sink.settings import Settings
-from sink.topology import Topology, delay_steps_ms
+from callback_sink.sink import logs
+from callback_sink.sink.amqp import connect_first
+from callback_sink.sink.metrics import WorkerMetrics
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology, delay_steps_ms
 
 log = logs.get("worker")
 

@@ -27,12 +27,12 @@ import aiormq.exceptions
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from sink import headers
-from sink.amqp import connect_first
-from sink.config import csv
-from sink.errors import SinkError
-from sink.topology import Topology
-from worker.settle import copy_of, now_iso
+from callback_sink.sink import headers
+from callback_sink.sink.amqp import connect_first
+from callback_sink.sink.config import csv
+from callback_sink.sink.errors import SinkError
+from callback_sink.sink.topology import Topology
+from callback_sink.worker.settle import copy_of, now_iso
 
 #: Failure headers dropped from a replayed copy: the replay starts a fresh attempt count.
 _RESET = (

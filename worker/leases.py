@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sink import logs
-from sink.errors import DedupUnavailable
-from worker.dedup import Claim, DedupStore
+from callback_sink.sink import logs
+from callback_sink.sink.errors import DedupUnavailable
+from callback_sink.worker.dedup import Claim, DedupStore
 
 log = logs.get("worker")
 

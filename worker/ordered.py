@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from worker.decide import Decision, Delivery, Policy, decide
-from worker.pipeline import Outcome
-from worker.settle import Settler, retry_settled
+from callback_sink.worker.decide import Decision, Delivery, Policy, decide
+from callback_sink.worker.pipeline import Outcome
+from callback_sink.worker.settle import Settler, retry_settled
 
 Run = Callable[[frozenset[str]], Awaitable[Outcome]]
 

@@ -17,12 +17,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from handlers.registry import Handler
-from sink import logs
-from sink.errors import DedupUnavailable
-from sink.events import Event
-from worker.dedup import Claim, ClaimRequest, DedupStore, State
-from worker.leases import Leases
+from callback_sink.handlers.registry import Handler
+from callback_sink.sink import logs
+from callback_sink.sink.errors import DedupUnavailable
+from callback_sink.sink.events import Event
+from callback_sink.worker.dedup import Claim, ClaimRequest, DedupStore, State
+from callback_sink.worker.leases import Leases
 
 log = logs.get("worker")
 

@@ -20,11 +20,11 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from sink import logs
-from sink.errors import DedupUnavailable, StartupError
-from sink.metrics import render
-from sink.settings import Settings
-from worker.consumer import Worker
+from callback_sink.sink import logs
+from callback_sink.sink.errors import DedupUnavailable, StartupError
+from callback_sink.sink.metrics import render
+from callback_sink.sink.settings import Settings
+from callback_sink.worker.consumer import Worker
 
 log = logs.get("worker")
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sink.errors import DedupUnavailable
-from worker.dedup import DONE, Claim, ClaimRequest, Claims, State
-from worker.redis_batch import ScriptBatcher
+from callback_sink.sink.errors import DedupUnavailable
+from callback_sink.worker.dedup import DONE, Claim, ClaimRequest, Claims, State
+from callback_sink.worker.redis_batch import ScriptBatcher
 
 # Mark done / release only while we still hold the lease we took: a worker whose lease
 # expired must not overwrite another worker's newer claim.

@@ -19,12 +19,12 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
-from sink import headers, logs
-from sink.errors import DecodeError
-from sink.metrics import WorkerMetrics
-from sink.topology import Topology, declare_delay
-from worker.decide import Decision, Delivery, Republish
-from worker.pipeline import HandlerResult, Outcome, Result
+from callback_sink.sink import headers, logs
+from callback_sink.sink.errors import DecodeError
+from callback_sink.sink.metrics import WorkerMetrics
+from callback_sink.sink.topology import Topology, declare_delay
+from callback_sink.worker.decide import Decision, Delivery, Republish
+from callback_sink.worker.pipeline import HandlerResult, Outcome, Result
 
 log = logs.get("worker")
 

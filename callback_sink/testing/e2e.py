@@ -23,17 +23,17 @@ import aiohttp
 from aio_pika.exceptions import AMQPError
 from yarl import URL
 
+from callback_sink.handlers.registry import Handler, HandlerFunc, Registry
 from callback_sink.service import run_ingress
+from callback_sink.sink.amqp import connect_first
+from callback_sink.sink.config import csv
+from callback_sink.sink.events import Event, decode
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.topology import Topology, delay_steps_ms, delete
 from callback_sink.testing.events import make_body, sign_event
 from callback_sink.testing.tester import HandlerRef, HandlerSource, handler_name, registry_of
-from handlers.registry import Handler, HandlerFunc, Registry
-from sink.amqp import connect_first
-from sink.config import csv
-from sink.events import Event, decode
-from sink.settings import Settings
-from sink.topology import Topology, delay_steps_ms, delete
-from worker.consumer import Worker
-from worker.dedup import MemoryStore
+from callback_sink.worker.consumer import Worker
+from callback_sink.worker.dedup import MemoryStore
 
 #: How long the ingress may take to listen, seconds.
 LISTEN_TIMEOUT = 15.0

@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from sink import names
-from sink.events import Event, decode
-from sink.examples import load_examples, now_ms, resign
-from sink.presend import Decision, Verdict, example_document, record_document
+from callback_sink.sink import names
+from callback_sink.sink.events import Event, decode
+from callback_sink.sink.examples import load_examples, now_ms, resign
+from callback_sink.sink.presend import Decision, Verdict, example_document, record_document
 
 #: What :func:`make_event` signs with when the test does not care about the signature.
 DEFAULT_SECRET = "callback-sink-testing"

@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
-from handlers.presend import load_presend
-from sink.events import Event, from_document, parse
-from sink.examples import now_ms
-from sink.presend import Decision, PresendFunc, Verdict, decide, example_document
-from sink.settings import Settings
-from sink.signature import sign
+from callback_sink.handlers.presend import load_presend
+from callback_sink.sink.events import Event, from_document, parse
+from callback_sink.sink.examples import now_ms
+from callback_sink.sink.presend import Decision, PresendFunc, Verdict, decide, example_document
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.signature import sign
 
 __all__ = ["make_presend_body", "make_presend_event", "run_presend"]
 

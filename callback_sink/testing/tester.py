@@ -22,14 +22,14 @@ from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
-from handlers.registry import Handler, Registry, load
-from sink.events import Event
-from sink.settings import Settings
-from worker.consumer import policy_of, run_policy_of
-from worker.decide import DeadLetter, Decision, Delivery, decide
-from worker.dedup import MemoryStore
-from worker.pipeline import Outcome, Result, dispatch
-from worker.settle import log_outcome, retry_settled
+from callback_sink.handlers.registry import Handler, Registry, load
+from callback_sink.sink.events import Event
+from callback_sink.sink.settings import Settings
+from callback_sink.worker.consumer import policy_of, run_policy_of
+from callback_sink.worker.decide import DeadLetter, Decision, Delivery, decide
+from callback_sink.worker.dedup import MemoryStore
+from callback_sink.worker.pipeline import Outcome, Result, dispatch
+from callback_sink.worker.settle import log_outcome, retry_settled
 
 #: What names a handler in a report: its ``module.function`` name, a :class:`Handler`, or the
 #: decorated function itself.

@@ -7,9 +7,9 @@ import asyncio
 
 from aiohttp import web
 
-from easemob.emulator.app import Emulator
-from easemob.settings import EmulatorSettings
-from sink import logs
+from callback_sink.easemob.emulator.app import Emulator
+from callback_sink.easemob.settings import EmulatorSettings
+from callback_sink.sink import logs
 
 __all__ = ["Emulator", "serve"]
 

@@ -19,19 +19,19 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from easemob import api
-from easemob.emulator import checks
-from easemob.emulator.callbacks import CallbackSender
-from easemob.emulator.checks import bad_request, batch
-from easemob.emulator.faults import Faults
-from easemob.emulator.messages import Messages
-from easemob.emulator.quota import Quota
-from easemob.emulator.state import AppState, Change
-from easemob.emulator.storage import CallbackStorage, add_routes
-from easemob.emulator.tolerance import accept_trailing_slashes
-from easemob.settings import EmulatorSettings
-from sink import logs
-from sink.errors import EasemobError
+from callback_sink.easemob import api
+from callback_sink.easemob.emulator import checks
+from callback_sink.easemob.emulator.callbacks import CallbackSender
+from callback_sink.easemob.emulator.checks import bad_request, batch
+from callback_sink.easemob.emulator.faults import Faults
+from callback_sink.easemob.emulator.messages import Messages
+from callback_sink.easemob.emulator.quota import Quota
+from callback_sink.easemob.emulator.state import AppState, Change
+from callback_sink.easemob.emulator.storage import CallbackStorage, add_routes
+from callback_sink.easemob.emulator.tolerance import accept_trailing_slashes
+from callback_sink.easemob.settings import EmulatorSettings
+from callback_sink.sink import logs
+from callback_sink.sink.errors import EasemobError
 
 log = logs.get("emulator")
 

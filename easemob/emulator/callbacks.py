@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from easemob.emulator.state import Change
-from sink import logs
-from sink.signature import sign
+from callback_sink.easemob.emulator.state import Change
+from callback_sink.sink import logs
+from callback_sink.sink.signature import sign
 
 log = logs.get("emulator")
 

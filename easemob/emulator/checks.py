@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from easemob import api
-from easemob.api import MAX_BATCH
-from sink.errors import EasemobError
+from callback_sink.easemob import api
+from callback_sink.easemob.api import MAX_BATCH
+from callback_sink.sink.errors import EasemobError
 
 NOT_FOUND_EXCEPTION = "EasemobServiceResourceNotFoundException"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from easemob import api
-from sink.errors import EasemobError
+from callback_sink.easemob import api
+from callback_sink.sink.errors import EasemobError
 
 #: Easemob's bodies for the two throttling statuses.
 _BODIES = {

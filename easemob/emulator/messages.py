@@ -34,10 +34,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from easemob.emulator import checks
-from easemob.emulator.callbacks import CallbackSender
-from easemob.settings import EmulatorSettings
-from sink import logs
+from callback_sink.easemob.emulator import checks
+from callback_sink.easemob.emulator.callbacks import CallbackSender
+from callback_sink.easemob.settings import EmulatorSettings
+from callback_sink.sink import logs
 
 log = logs.get("emulator")
 

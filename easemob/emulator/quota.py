@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from easemob import api
-from sink.errors import EasemobError
+from callback_sink.easemob import api
+from callback_sink.sink.errors import EasemobError
 
 Handler = Callable[[web.Request], "web.StreamResponse"]
 

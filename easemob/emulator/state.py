@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from easemob.api import UPDATABLE
-from easemob.emulator import checks
-from easemob.emulator.checks import bad_request, forbidden, not_found
+from callback_sink.easemob.api import UPDATABLE
+from callback_sink.easemob.emulator import checks
+from callback_sink.easemob.emulator.checks import bad_request, forbidden, not_found
 
 
 @dataclass(frozen=True)

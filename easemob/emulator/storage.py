@@ -22,15 +22,15 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from easemob import api
-from easemob.emulator import checks
-from easemob.emulator.checks import bad_request, forbidden
-from easemob.storage import RETENTION, bucket_start, date_key
-from sink import logs
-from sink.errors import EasemobError
+from callback_sink.easemob import api
+from callback_sink.easemob.emulator import checks
+from callback_sink.easemob.emulator.checks import bad_request, forbidden
+from callback_sink.easemob.storage import RETENTION, bucket_start, date_key
+from callback_sink.sink import logs
+from callback_sink.sink.errors import EasemobError
 
 if TYPE_CHECKING:
-    from easemob.emulator.app import Emulator
+    from callback_sink.easemob.emulator.app import Emulator
 
 log = logs.get("emulator")
 

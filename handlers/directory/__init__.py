@@ -1,13 +1,14 @@
 """Built-in handler: a directory of groups and chat rooms kept in sync by callbacks.
 
-Off by default; enable it by adding ``handlers.directory`` to ``SINK_HANDLERS``. It keeps,
+Off by default; enable it by adding ``callback_sink.handlers.directory`` to
+``SINK_HANDLERS``. It keeps,
 per group: owner, admins, members, mutes with their expiry, block and allow lists,
 whole-group mute, chat room or not, destroyed or not, and the spec's model fields. Storage
 is ``SINK_DIRECTORY_URL`` (SQLite by default, PostgreSQL for several workers).
 
 Reading it from code::
 
-    from handlers.directory import open_directory
+    from callback_sink.handlers.directory import open_directory
 
     async with open_directory() as directory:
         group = await directory.group("173556296122369")
@@ -18,15 +19,15 @@ from __future__ import annotations
 
 import asyncio
 
-from easemob.settings import EasemobSettings
-from handlers.directory.facts import Fact
-from handlers.directory.settings import DirectorySettings
-from handlers.directory.store import Directory, open_directory
-from handlers.directory.tracker import Tracker
-from handlers.directory.view import GroupView, MutedMember
-from handlers.registry import on, on_shutdown, on_startup
-from sink.errors import ConfigError
-from sink.events import Event
+from callback_sink.easemob.settings import EasemobSettings
+from callback_sink.handlers.directory.facts import Fact
+from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.handlers.directory.store import Directory, open_directory
+from callback_sink.handlers.directory.tracker import Tracker
+from callback_sink.handlers.directory.view import GroupView, MutedMember
+from callback_sink.handlers.registry import on, on_shutdown, on_startup
+from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.events import Event
 
 __all__ = [
     "Directory",
@@ -98,7 +99,7 @@ async def close() -> None:
         await (await task).close()
 
 
-@on("muc", "group_op")
+@on("muc", "group_op", name="handlers.directory.track_groups")
 async def track_groups(event: Event) -> None:
     """Keep the directory in step with one group or chat-room callback."""
     await (await tracker()).record(event)

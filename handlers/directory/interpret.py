@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from handlers.directory import facts as f
-from handlers.directory.facts import Fact
-from sink.events import Event
+from callback_sink.handlers.directory import facts as f
+from callback_sink.handlers.directory.facts import Fact
+from callback_sink.sink.events import Event
 
 #: Legacy operation → the field that names the affected user ("" : none, a group event).
 AFFECTED_USER: dict[str, str] = {

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sink.config import boolean, load
-from sink.errors import ConfigError
+from callback_sink.sink.config import boolean, load
+from callback_sink.sink.errors import ConfigError
 
 #: The default store: an SQLite file beside the other run-time files (nothing to install).
 DEFAULT_URL = "sqlite:///var/directory.sqlite3"

@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from handlers.directory.facts import Fact
-from handlers.directory.settings import DirectorySettings
-from handlers.directory.view import GroupView, Row, fold
-from sink.errors import SinkError
+from callback_sink.handlers.directory.facts import Fact
+from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.handlers.directory.view import GroupView, Row, fold
+from callback_sink.sink.errors import SinkError
 
 metadata = sa.MetaData()
 
@@ -85,7 +85,7 @@ class Directory:
                 await engine.dispose()
                 raise NoDirectory(
                     "the group directory (SINK_DIRECTORY_URL) has no table yet: "
-                    "no worker with handlers.directory has run against it"
+                    "no worker with callback_sink.handlers.directory has run against it"
                 )
         return cls(engine)
 

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from easemob.redis_limiter import limiter_for
-from easemob.rest import GroupClient
-from easemob.settings import EasemobSettings
-from handlers.directory import facts as f
-from handlers.directory.facts import Fact
-from handlers.directory.interpret import affected_user, interpret
-from handlers.directory.settings import DirectorySettings
-from handlers.directory.store import Directory
-from sink import logs
-from sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable, Retry
-from sink.events import Event
-from sink.settings import Settings
+from callback_sink.easemob.redis_limiter import limiter_for
+from callback_sink.easemob.rest import GroupClient
+from callback_sink.easemob.settings import EasemobSettings
+from callback_sink.handlers.directory import facts as f
+from callback_sink.handlers.directory.facts import Fact
+from callback_sink.handlers.directory.interpret import affected_user, interpret
+from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.handlers.directory.store import Directory
+from callback_sink.sink import logs
+from callback_sink.sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable, Retry
+from callback_sink.sink.events import Event
+from callback_sink.sink.settings import Settings
 
 log = logs.get("handlers.directory")
 

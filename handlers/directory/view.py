@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.directory import facts as f
+from callback_sink.handlers.directory import facts as f
 
 
 @dataclass(frozen=True)

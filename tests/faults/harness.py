@@ -23,9 +23,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from sink import names
-from sink.events import from_document
-from sink.examples import load_examples, resign
+from callback_sink.sink import names
+from callback_sink.sink.events import from_document
+from callback_sink.sink.examples import load_examples, resign
 from tests.processes import SinkProcess
 from tests.recording import SUBSCRIPTIONS, read_records
 
@@ -261,7 +261,7 @@ async def restart_redis() -> None:
 async def _delete_topology(amqp_url: str, prefix: str) -> None:
     import aio_pika
 
-    from sink.topology import Topology, delete
+    from callback_sink.sink.topology import Topology, delete
 
     connection = await aio_pika.connect(amqp_url)
     try:

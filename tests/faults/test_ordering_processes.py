@@ -15,10 +15,10 @@ import aiohttp
 import orjson
 import pytest
 
-from sink.examples import now_ms
-from sink.settings import Settings
-from sink.signature import sign
-from sink.topology import Topology, delete
+from callback_sink.sink.examples import now_ms
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.signature import sign
+from callback_sink.sink.topology import Topology, delete
 from tests.faults.harness import free_port
 from tests.ordered_recorder import timelines
 from tests.processes import SinkProcess
