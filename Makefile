@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install services run test lint typecheck unit bench clean
+.PHONY: install services tools run test lint typecheck unit bench clean
 
 install: $(STAMP)
 
@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml
 services:
 	bash deploy/ensure-services.sh
 
-run: install services
-	$(BIN)/callback-sink run
+# Command-line tools the tests call (promtool, wrk): installed when missing, quick when present.
+tools:
+	bash deploy/ensure-tools.sh
+
+# Silent: with SINK_LOG_FORMAT=json its stdout is the sink's JSON log lines and nothing else;
+# the set-up's own output (make, pip, ensure-services) goes to stderr.
+run:
+	@$(MAKE) -s --no-print-directory install services >&2
+	@$(BIN)/callback-sink run
 
 lint: install
 	$(BIN)/ruff check .
@@ -29,9 +36,15 @@ typecheck: install
 	$(BIN)/mypy
 
 # The fault-injection scenarios stop and start RabbitMQ and Redis: they run last, on their own.
-test: install services lint typecheck
+test: install services tools lint typecheck
 	$(BIN)/pytest -m "not faults"
 	$(BIN)/pytest -m faults -s
+
+# The quick loop while editing: `test` without lint, typecheck and the fault scenarios (which
+# stop RabbitMQ and Redis). It still talks to the real broker and Redis: the suite has no mock
+# layer to split off, so "unit" means "everything but faults", not "no services".
+unit: install services tools
+	$(BIN)/pytest -m "not faults"
 
 # Medians of 3 interleaved rounds (about 10 minutes); `bench/bench.py --quick` is the smoke run.
 bench: install services

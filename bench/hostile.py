@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from callback_sink.sink.examples import now_ms  # noqa: E402
 from callback_sink.sink.signature import sign  # noqa: E402
 from callback_sink.sink.topology import Topology, declare  # noqa: E402
+from callback_sink.testing.ports import free_port  # noqa: E402
 
 SECRET = "hostile-bench-secret-0123456789"
 READ_TIMEOUT = 5.0
@@ -48,12 +48,6 @@ results: list[tuple[str, bool, str]] = []
 def check(name: str, ok: bool, detail: str) -> None:
     results.append((name, ok, detail))
     print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def body(call_id: str, operation: str, timestamp: int, **extra: Any) -> bytes:

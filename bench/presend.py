@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from callback_sink.sink.presend import PresendFunc, Verdict  # noqa: E402
 from callback_sink.sink.settings import Settings  # noqa: E402
 from callback_sink.sink.signature import sign  # noqa: E402
 from callback_sink.sink.topology import Topology, delete  # noqa: E402
+from callback_sink.testing.ports import free_port  # noqa: E402
 
 SECRET = "bench-presend-secret-0123456789"
 HEADERS = {"Content-Type": "application/json"}
@@ -116,13 +116,6 @@ def row(name: str, times: list[float], bad: int, extra: str) -> str:
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return (f"{name:<12} n={len(ordered):>6}  p50={p50:7.2f} ms  p99={p99:7.2f} ms  "
             f"max={ordered[-1]:7.2f} ms  non-200={bad}  {extra}")  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def wait_listening(port: int) -> None:

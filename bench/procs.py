@@ -14,11 +14,13 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# scenarios.py calls procs.free_port(): the one definition, re-exported.
+from callback_sink.testing.ports import free_port as free_port
 
 #: Prefix of the counting handler's lines (bench/counting_handler.py writes them).
 HANDLED = "bench-handled"
@@ -30,14 +32,6 @@ _PR_SET_PDEATHSIG = 1
 
 class ChildFailed(RuntimeError):
     """A child process exited, or did not become ready, while the benchmark needed it."""
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _status_kib(pid: int, key: str) -> int:

@@ -59,7 +59,7 @@ def instant(raw: str) -> dt.datetime:
 
 
 @dataclass(frozen=True)
-class Report:
+class BackfillReport:
     """What one run found and asked for."""
 
     buckets: int
@@ -91,14 +91,14 @@ async def backfill(
     until: dt.datetime | None = None,
     dry_run: bool = False,
     out: TextIO = sys.stdout,
-) -> Report:
+) -> BackfillReport:
     """List the stored buckets in ``[since, until)``; unless ``dry_run``, open each one's
     replay-window exemption and ask Easemob to re-send it to ``target``."""
     limiter = limiter_for(easemob, settings.dedup_url, settings.topology_prefix)
     async with Transport(easemob, limiter=limiter) as transport:
         storage = CallbackStorage(transport)
         buckets = [b for b in await storage.info() if _within(b, since, until)]
-        found = Report(len(buckets), sum(b.size for b in buckets))
+        found = BackfillReport(len(buckets), sum(b.size for b in buckets))
         span = f" from {buckets[0].date} to {buckets[-1].date} (UTC+8)" if buckets else ""
         if dry_run:
             print(f"{found.callbacks} stored callback(s) in {found.buckets} bucket(s){span}; "
@@ -111,12 +111,12 @@ async def backfill(
 async def _resend(
     storage: CallbackStorage,
     buckets: list[StoredBucket],
-    found: Report,
+    found: BackfillReport,
     easemob: EasemobSettings,
     settings: Settings,
     target: str,
     out: TextIO,
-) -> Report:
+) -> BackfillReport:
     appkey = f"{easemob.org}#{easemob.app}"
     shared = is_shared(settings.dedup_url) and settings.max_age_s > 0
     redis = aioredis.Redis.from_url(settings.dedup_url) if shared else None
@@ -139,7 +139,7 @@ async def _resend(
     print(f"asked Easemob to re-send {requested} of {found.callbacks} stored callback(s) in "
           f"{found.buckets} bucket(s) to {target}"
           + (f"; {refused} bucket(s) refused" if refused else ""), file=out)  # fmt: skip
-    return Report(found.buckets, found.callbacks, requested, refused)
+    return BackfillReport(found.buckets, found.callbacks, requested, refused)
 
 
 def _within(bucket: StoredBucket, since: dt.datetime | None, until: dt.datetime | None) -> bool:

@@ -8,6 +8,7 @@ import functools
 import importlib.metadata
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from callback_sink import config_cmd, dlq_cli, scaffold, service
+from callback_sink import config_cmd, dlq_cli, scaffold, service, trace_cmd
 from callback_sink.easemob_cli import register as register_easemob_commands
 from callback_sink.errors_cli import Failure, reported
 from callback_sink.helpformat import DEBUG_HELP, document
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the package's name, a Python identifier (e.g. acme_handlers)")
     p.set_defaults(command=_init)
     dlq_cli.register(sub)
+    trace_cmd.register(sub)
     config_cmd.register(sub)
     register_easemob_commands(sub)
     document(parser)
@@ -147,23 +149,25 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # Notices for the person at the terminal go to stderr: stdout stays pure log lines.
     if not settings.secrets and not settings.apps:
         settings = replace(settings, secrets=(ensure_dev_secret(),))
         print(f"callback-sink: no SINK_SECRETS set; using the development secret in "
-              f"{DEV_SECRET_FILE.resolve()}: {settings.secrets[0]}", flush=True)  # fmt: skip
+              f"{DEV_SECRET_FILE.resolve()}: {settings.secrets[0]}", file=sys.stderr)  # fmt: skip
     print(f"callback-sink: callbacks URL http://{settings.host}:{settings.port}{settings.path}",
-          flush=True)  # fmt: skip
+          file=sys.stderr)  # fmt: skip
     return _spooling(lambda: service.serve(service.run_all, settings))
 
 
-def _secret(args: argparse.Namespace, settings: Settings) -> str:
+def _secret(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:
+    """The secret to sign with, and where it came from (for messages: never the value)."""
     if args.secret:
-        return str(args.secret)
+        return str(args.secret), "the secret given with --secret"
     if settings.secrets:
-        return settings.secrets[0]
+        return settings.secrets[0], "the first secret of SINK_SECRETS / SINK_SECRETS_FILE"
     dev = read_dev_secret()
     if dev:
-        return dev
+        return dev, f"the development secret in {DEV_SECRET_FILE} (SINK_SECRETS unset)"
     raise ConfigError("no secret: pass --secret or set SINK_SECRETS / SINK_SECRETS_FILE")
 
 
@@ -175,20 +179,29 @@ def _sign(args: argparse.Namespace, settings: Settings) -> int:
     for name in ("callId", "timestamp") if args.keep_timestamp else ("callId",):
         if name not in body:
             raise Failure(f"{args.file}: the callback has no {name!r} field")
-    signed = resign(body, _secret(args, settings), now=not args.keep_timestamp)
+    secret, origin = _secret(args, settings)
+    print(f"callback-sink sign: signed with {origin}", file=sys.stderr)
+    signed = resign(body, secret, now=not args.keep_timestamp)
     sys.stdout.write(orjson.dumps(signed).decode() + "\n")
     return 0
 
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(send_examples(args.url, _secret(args, settings), unique=not args.keep_ids))
+    secret, origin = _secret(args, settings)
+    print(f"callback-sink send: signed with {origin}", file=sys.stderr, flush=True)
+    return asyncio.run(send_examples(args.url, secret, unique=not args.keep_ids, origin=origin))
 
 
-async def send_examples(url: str, secret: str, *, unique: bool = True) -> int:
+async def send_examples(
+    url: str, secret: str, *, unique: bool = True, origin: str = "the secret given"
+) -> int:
     """POST every spec example, re-signed and stamped with the current time (so a sink's
-    maximum callback age never refuses it); one line per answer; 0 if all got 200."""
+    maximum callback age never refuses it); one line per answer; 0 if all got 200. When the
+    sink answered 401, one more line (on stderr) says why and which secret was used
+    (``origin``, never the secret itself)."""
     run = uuid.uuid4().hex[:8]
     failed = 0
+    unauthorized: Counter[str] = Counter()
     examples = load_examples()
     async with aiohttp.ClientSession() as session:
         for index, example in enumerate(examples):
@@ -200,9 +213,26 @@ async def send_examples(url: str, secret: str, *, unique: bool = True) -> int:
                 text = (await response.text())[:200]
             ok = response.status == 200
             failed += not ok
+            if response.status == 401:
+                unauthorized[_refusal_reason(text)] += 1
             print(f"{response.status} {example.source} {body['callId']} {'' if ok else text}")
     print(f"sent {len(examples)}, accepted {len(examples) - failed}, refused {failed}")
+    if unauthorized:
+        reason, _ = unauthorized.most_common(1)[0]
+        print(f"callback-sink send: {unauthorized.total()} refused with 401 ({reason}): they "
+              f"were signed with {origin}; set SINK_SECRETS (or pass --secret) to the sink's "
+              "secret", file=sys.stderr)  # fmt: skip
     return 0 if failed == 0 else 1
+
+
+def _refusal_reason(text: str) -> str:
+    """The ingress's reason for a refusal (``{"error": ...}``), else the answer's text."""
+    try:
+        answer = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text.strip() or "no reason given"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return str(error) if error else text.strip()
 
 
 def _init(args: argparse.Namespace, settings: Settings) -> int:

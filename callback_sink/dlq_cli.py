@@ -1,9 +1,16 @@
 """``callback-sink dlq list|show|replay|purge``: look at and act on the dead-letter queue.
 
-``list`` and ``show`` are read-only: they stream from the queue (one message in memory at a
-time, at most ``--limit`` held unacknowledged on the broker) and every dead letter stays
-where it was. ``replay`` and ``purge`` scan the same way and act on the matching ones only;
-``replay`` acks a dead letter only after its copy was confirmed, so Ctrl-C loses nothing.
+``list`` and ``show`` change no dead letter: they stream from the queue (one message in
+memory at a time, at most ``--limit`` held unacknowledged on the broker), every dead letter
+stays where it was, and two looks print the same thing (the broker's own delivery count,
+which any read of a quorum queue bumps, is left out; see :mod:`callback_sink.worker.dlq`).
+``show`` prints a readable block per letter (its headers, a traceback indented, then the
+callback) or, with ``--json``, one JSON object per line.
+
+``replay`` and ``purge`` scan the same way and act on the matching ones only. ``replay`` acks
+a dead letter only after its copy was confirmed, so Ctrl-C loses nothing, and logs one
+``dlq.replayed`` line per callback put back, with its ``call_id`` (``callback-sink trace``
+reads it).
 An unknown prefix or an unreachable broker is one line and exit 1 (see errors_cli).
 """
 
@@ -19,9 +26,12 @@ from typing import TextIO
 import orjson
 
 from callback_sink.errors_cli import Failure
+from callback_sink.sink import logs
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology
 from callback_sink.worker.dlq import DeadLetter, DeadLetters, Selection, as_dict, render
+
+log = logs.get("dlq")
 
 #: Dead letters ``list`` and ``show`` print unless told otherwise: a screenful, and all
 #: that is held unacknowledged on the broker while they are printed.
@@ -141,7 +151,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         try:
             async for d in q.replay(_select(args), limit=args.limit, progress=progress):
                 progress.clear()
-                print(f"replayed {d.call_id} {d.event_name} ({d.handlers})", flush=True)
+                log.info("dlq.replayed", call_id=d.call_id, event_name=d.event_name,
+                         handlers=d.handlers.split(","), replay_of=d.reason)  # fmt: skip
                 done += 1
         finally:
             progress.clear()

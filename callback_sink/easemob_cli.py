@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", help="listen address (SINK_EMULATOR_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (SINK_EMULATOR_PORT, default 8090)")
     p.add_argument("--sink-url", help="where callbacks go ('none': nowhere) "
-                   "(SINK_EMULATOR_SINK_URL, default http://127.0.0.1:8080/callbacks)")  # fmt: skip
+                   "(SINK_EMULATOR_SINK_URL; default: the local sink's callback URL, from "
+                   "SINK_HOST, SINK_PORT and SINK_PATH)")  # fmt: skip
     p.add_argument("--callback-storage", action="store_true", default=None,
                    help="keep callbacks that failed twice and re-send them on request, like "
                    "Easemob's callback storage (SINK_EMULATOR_CALLBACK_STORAGE)")  # fmt: skip
@@ -62,7 +63,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _emulate(args: argparse.Namespace, settings: Settings) -> int:
-    emulator_settings = EmulatorSettings.from_env()
+    emulator_settings = EmulatorSettings.from_env(sink=settings)
     overrides = {"host": args.host, "port": args.port, "sink_url": args.sink_url,
                  "callback_storage": args.callback_storage}  # fmt: skip
     chosen: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}

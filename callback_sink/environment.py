@@ -1,15 +1,16 @@
-"""Which ``SINK_*`` variables configure which command, documented from the settings classes.
+"""Which ``SINK_*`` variables configure which command, generated from their declarations.
 
-Each settings dataclass field ``name`` is read from ``{prefix}{NAME}``, and the ``#:`` comment
-above it in the source says what it is for; :func:`variables` reads both, so ``--help`` and
-``callback-sink config`` never drift from the code. :func:`masked` shows a value the way an
-operator may paste it in a ticket: secrets hidden, URLs without their password.
+Each settings dataclass field ``name`` is read from ``{prefix}{NAME}`` and declared once with
+:func:`~callback_sink.sink.setting.declare` (help, unit, bounds, the process kinds that read
+it). :func:`variables` turns the declarations into :class:`Variable` rows, from which
+``--help`` (:func:`epilog`), ``callback-sink config`` and the Markdown settings reference
+(:func:`reference`, written by ``python -m callback_sink.docs_gen``) are all generated.
+:func:`masked` shows a value the way an operator may paste it in a ticket: secrets hidden,
+URLs without their password.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 import textwrap
 from dataclasses import MISSING, Field, dataclass, fields
 from typing import Any
@@ -18,6 +19,7 @@ from yarl import URL
 
 from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
 from callback_sink.handlers.directory.settings import DirectorySettings
+from callback_sink.sink.setting import EVERY, KINDS, SERVICES, UNITS, Setting, setting_of
 from callback_sink.sink.settings import Settings
 
 #: Every settings class the command line knows, with its variables' prefix.
@@ -28,82 +30,87 @@ SOURCES: tuple[tuple[type[Any], str], ...] = (
     (EmulatorSettings, "SINK_EMULATOR_"),
 )
 
-_INGRESS = (
-    "secrets", "apps", "amqp_url", "topology_prefix", "quorum_size", "host", "port", "path",
-    "body_limit", "publish_timeout", "spool_dir", "spool_max_bytes", "ingress_processes",
-    "max_age_s",
-    "allowed_networks", "trusted_proxies", "read_timeout_s", "keepalive_timeout_s",
-    "max_connections", "max_inflight", "reject_log_rate", "shutdown_timeout", "log_format",
-    "log_level", "loop",
-)  # fmt: skip
-_WORKER = (
-    "amqp_url", "topology_prefix", "quorum_size", "dedup_url", "dedup_ttl", "handler_timeout",
-    "claim_lease", "handlers", "prefetch", "concurrency", "retry_delays", "max_attempts",
-    "max_deliveries",
-    "startup_timeout_s", "shutdown_timeout", "log_format", "log_level", "loop",
-)  # fmt: skip
-_BROKER = ("amqp_url", "topology_prefix")
-
-#: The ``Settings`` fields (``SINK_<FIELD>``) and the whole prefixes that matter to each
-#: command, by its path on the command line. A command not listed reads none.
-BY_COMMAND: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "ingress": (_INGRESS, ()),
-    "worker": (_WORKER, ("SINK_DIRECTORY_", "SINK_EASEMOB_")),
-    "run": (tuple(dict.fromkeys(_INGRESS + _WORKER)), ("SINK_DIRECTORY_", "SINK_EASEMOB_")),
-    "sign": (("secrets",), ()),
-    "send": (("secrets",), ()),
-    "dlq": (_BROKER, ()),
-    "dlq list": (_BROKER, ()),
-    "dlq show": (_BROKER, ()),
-    "dlq replay": (_BROKER, ()),
-    "dlq purge": (_BROKER, ()),
-    "config": (tuple(f.name for f in fields(Settings)), tuple(p for _, p in SOURCES[1:])),
-    "emulate": (("secrets", "apps"), ("SINK_EMULATOR_",)),
-    "backfill": (
-        ("dedup_url", "topology_prefix", "max_age_s", "backfill_window_s"),
-        ("SINK_EASEMOB_",),
-    ),
-    "groups": ((), ("SINK_DIRECTORY_",)),
-    "groups list": ((), ("SINK_DIRECTORY_",)),
-    "groups show": ((), ("SINK_DIRECTORY_",)),
+#: The process kinds (:data:`~callback_sink.sink.setting.KINDS`) each command runs as, by
+#: its path on the command line; a sub-command not listed runs as its parent. A command
+#: listed with none (``init``) reads no variable of its own.
+COMMAND_KINDS: dict[str, frozenset[str]] = {
+    "ingress": frozenset({"ingress", "supervisor"}),
+    "worker": frozenset({"worker"}),
+    "run": SERVICES,
+    "sign": frozenset({"sign"}),
+    "send": frozenset({"sign"}),
+    "dlq": frozenset({"dlq"}),
+    "config": EVERY,
+    "emulate": frozenset({"emulate"}),
+    "backfill": frozenset({"backfill"}),
+    "groups": frozenset({"groups"}),
+    "init": frozenset(),
 }
-#: Variables read besides the dataclass fields, after the field they stand in for.
-_ALSO = {"SINK_SECRETS": ("SINK_SECRETS_FILE", "a file with one secret per line, used when "
-                          "SINK_SECRETS is unset"),
-         "SINK_APPS": ("SINK_APPS_FILE", "a file with one org#app=secret|secret per line, "
-                       "used when SINK_APPS is unset")}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: its name, the field behind it ("" for a variable that stands
-    in for the field ``group``, like SINK_SECRETS_FILE), its default and meaning."""
+    in for the field ``group``, like SINK_SECRETS_FILE), its default and its declaration."""
 
     name: str
     field: str
     group: str
     default: Any
-    doc: str
+    setting: Setting
     secret: bool
+
+    @property
+    def doc(self) -> str:
+        """The one-line help."""
+        if not self.field:
+            return (
+                f"A file holding {self.name.removesuffix('_FILE')}, read when that is unset "
+                "(Docker and Kubernetes secrets); # comments allowed."
+            )
+        return self.setting.help
+
+    @property
+    def shown_default(self) -> str:
+        """The default as help and docs show it ("" when there is none worth saying)."""
+        if not self.field:
+            return ""
+        if self.setting.default_text:
+            return self.setting.default_text
+        if self.default in (None, "", ()):
+            return ""
+        return masked(self, self.default)
 
 
 def variables(cls: type[Any], prefix: str) -> tuple[Variable, ...]:
-    docs = _comments(cls)
+    """The variables of settings class ``cls``, in declaration order (a ``_FILE`` variant
+    right after the variable it stands in for)."""
     found: list[Variable] = []
     for f in fields(cls):
+        declared = setting_of(f)
         name = f"{prefix}{f.name.upper()}"
-        found.append(Variable(name, f.name, f.name, _default(f), docs.get(f.name, ""), not f.repr))
-        if name in _ALSO:
-            found.append(Variable(_ALSO[name][0], "", f.name, None, _ALSO[name][1], False))
+        found.append(Variable(name, f.name, f.name, _default(f), declared, not f.repr))
+        if declared.file is not None:
+            found.append(Variable(f"{name}_FILE", "", f.name, None, declared, False))
     return tuple(found)
 
 
+def every_variable() -> tuple[Variable, ...]:
+    """Every declared variable of every settings class."""
+    return tuple(v for cls, prefix in SOURCES for v in variables(cls, prefix))
+
+
+def kinds_of(path: str) -> frozenset[str]:
+    """The process kinds command ``path`` (``"dlq list"``) runs as."""
+    while path not in COMMAND_KINDS and " " in path:
+        path = path.rsplit(" ", 1)[0]
+    return COMMAND_KINDS.get(path, frozenset())
+
+
 def for_command(path: str) -> list[Variable]:
-    """The variables that configure ``path`` (``"dlq list"``), in the settings' order."""
-    names, prefixes = BY_COMMAND.get(path, ((), ()))
-    core = [v for v in variables(Settings, "SINK_") if v.group in names]
-    others = [v for cls, p in SOURCES[1:] if p in prefixes for v in variables(cls, p)]
-    return core + others
+    """The variables that configure ``path``: those read by one of its process kinds."""
+    kinds = kinds_of(path)
+    return [v for v in every_variable() if v.setting.kinds & kinds]
 
 
 def epilog(path: str) -> str:
@@ -112,13 +119,62 @@ def epilog(path: str) -> str:
     if not found:
         return "environment: no SINK_* variable configures this command."
     width = max(len(v.name) for v in found)
-    lines = ["environment (see README, Configuration):"]
+    lines = ["environment (see docs/reference/settings.md):"]
     for v in found:
-        default = "" if v.default in (None, "", ()) else f" (default: {masked(v, v.default)})"
+        extras = [f"default: {v.shown_default}"] if v.shown_default else []
+        if v.field and v.setting.unit:
+            extras.append(UNITS[v.setting.unit])
+        text = f"{v.doc.removesuffix('.')} ({', '.join(extras)})." if extras else v.doc
         lines.append(textwrap.fill(
-            f"{v.doc}{default}", _WIDTH, initial_indent=f"  {v.name:<{width}}  ",
+            text, _WIDTH, initial_indent=f"  {v.name:<{width}}  ",
             subsequent_indent=" " * (width + 4), break_on_hyphens=False,
         ))  # fmt: skip
+    return "\n".join(lines)
+
+
+def reference() -> str:
+    """The Markdown settings reference (``docs/reference/settings.md``), every variable."""
+    out = [
+        "# Settings reference",
+        "",
+        "<!-- Generated by `python -m callback_sink.docs_gen` from the settings' declarations"
+        " (`declare(...)` in the settings classes); do not edit by hand. -->",
+        "",
+        "Every setting is an environment variable, read once at start-up. A value that does "
+        "not parse or is out of its range stops the process with one line naming the "
+        "variable (exit code 2). `callback-sink config` shows the effective values. "
+        "*Read by* names the processes that read the variable: `ingress` (a process "
+        "serving callbacks, also in `run`), `supervisor` (the parent of a multi-process "
+        "`callback-sink ingress`), `worker`, and the commands `dlq`, `backfill`, `sign` "
+        "(and `send`), `emulate`, `groups`.",
+        "",
+    ]
+    titles = {
+        "SINK_": "The sink",
+        "SINK_DIRECTORY_": "The group directory",
+        "SINK_EASEMOB_": "The REST client",
+        "SINK_EMULATOR_": "The emulator",
+    }
+    for cls, prefix in SOURCES:
+        out += [f"## {titles[prefix]} (`{prefix}*`)", "", table(variables(cls, prefix)), ""]
+    return "\n".join(out)
+
+
+def table(rows: tuple[Variable, ...]) -> str:
+    """A Markdown table of ``rows``: variable, default, unit, range, read by, meaning."""
+    lines = [
+        "| variable | default | unit | range | read by | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in rows:
+        default = f"`{v.shown_default}`" if v.shown_default else "(unset)"
+        if v.field and v.setting.default_text:  # words, not a value
+            default = v.setting.default_text
+        unit = UNITS.get(v.setting.unit, "") if v.field else ""
+        bounds = v.setting.bounds if v.field else ""
+        kinds = ", ".join(k for k in KINDS if k in v.setting.kinds)
+        cells = [f"`{v.name}`", default, unit, bounds, kinds, v.doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -132,7 +188,13 @@ def masked(variable: Variable, value: Any) -> str:
         count = len(value) if isinstance(value, tuple) else 1
         return f"*** ({count} secret{'s' if count > 1 else ''})"
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
+        return ",".join(map(_plain, value))
+    return _plain(value)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -154,24 +216,3 @@ def _default(f: Field[Any]) -> Any:
 
 #: Width of the --help epilogs (argparse does not rewrap them).
 _WIDTH = 100
-_FIELD = re.compile(r"^\s+(\w+):\s")
-
-
-def _comments(cls: type[Any]) -> dict[str, str]:
-    """Each field's ``#:`` comment; fields declared together under one comment share it."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    docs: dict[str, str] = {}
-    pending: list[str] = []
-    last = ""
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
-        elif (match := _FIELD.match(line)) and not stripped.startswith(("def ", "@")):
-            if pending:
-                last, pending = " ".join(pending).replace("``", ""), []
-            docs[match.group(1)] = last
-    return docs

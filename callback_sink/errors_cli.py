@@ -20,6 +20,7 @@ import orjson
 import redis.exceptions
 
 from callback_sink.sink.errors import ConfigError, SinkError, StartupError
+from callback_sink.sink.permanent import permanent
 
 #: Exit codes: a failure the operator can act on; a bad setting; Ctrl-C (128 + SIGINT).
 FAILED, MISCONFIGURED, INTERRUPTED = 1, 2, 130
@@ -37,6 +38,10 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
         return FAILED, f"cannot start: {exc}"
     if isinstance(exc, SinkError):
         return FAILED, str(exc)
+    if isinstance(exc, aiormq.exceptions.AMQPError) and (reason := permanent(exc)):
+        return FAILED, f"RabbitMQ (SINK_AMQP_URL): {reason}"
+    if isinstance(exc, redis.exceptions.RedisError) and (reason := permanent(exc)):
+        return FAILED, f"Redis (SINK_DEDUP_URL): {reason}"
     if isinstance(exc, aiormq.exceptions.AMQPConnectionError | aiormq.exceptions.ChannelClosed):
         return FAILED, f"RabbitMQ (SINK_AMQP_URL) refused or unreachable: {exc}"
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):

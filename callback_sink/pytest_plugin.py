@@ -15,13 +15,20 @@ depending on the sink (the async fixtures need ``pytest-asyncio``):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from callback_sink.sink.events import Event
-from callback_sink.testing import BrokerUnreachable, RunningSink, SinkTester, make_event
+from callback_sink.testing import (
+    BrokerUnreachable,
+    RunningSink,
+    SinkFactory,
+    SinkTester,
+    TesterFactory,
+    make_event,
+)
 from callback_sink.testing.tester import HandlerSource
 
 try:
@@ -31,8 +38,7 @@ except ImportError:  # pragma: no cover - pytest then says the async fixture nee
 
 E2E_MARK = "sink_e2e"
 
-TesterFactory = Callable[..., SinkTester]
-SinkFactory = Callable[..., Awaitable[RunningSink]]
+__all__ = ["SinkFactory", "TesterFactory"]  # the fixtures' types, also in callback_sink.testing
 
 
 def pytest_configure(config: pytest.Config) -> None:

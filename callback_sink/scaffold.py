@@ -17,7 +17,10 @@ TEMPLATE = "handler_package"
 SUFFIX = ".tmpl"
 PACKAGE_DIR = "PACKAGE"
 #: Top-level packages of the sink itself: a handler package named like one would hide it.
-TAKEN = frozenset({"callback_sink", "sink", "ingress", "worker", "handlers", "easemob", "tests"})
+#: Names the generated project cannot take: the sink's one import root, and the project's own
+#: ``tests`` folder. (``handlers``, ``worker`` … are free: the sink installs nothing but
+#: ``callback_sink`` at the top level.)
+TAKEN = frozenset({"callback_sink", "tests"})
 
 
 class ScaffoldError(Exception):
@@ -32,7 +35,7 @@ def create(name: str, parent: Path) -> Path:
             "(letters, digits and underscores, not starting with a digit)"
         )
     if name in TAKEN:
-        raise ScaffoldError(f"{name!r} is the name of one of callback-sink's own packages")
+        raise ScaffoldError(f"{name!r} is taken: callback-sink's own package or the tests folder")
     target = parent / name
     if target.exists():
         raise ScaffoldError(f"{target} already exists")

@@ -3,8 +3,9 @@
 A callback goes through :func:`accept`: client network → content type → size and read
 deadline → JSON shape → signature → age → durable (:func:`make_durable`: a confirmed publish,
 or else an fsynced spool record). Any refusal is a :class:`Rejected` with its HTTP status,
-counted and logged as ``callback.rejected`` with the reason (sampled per reason under a
-flood, see :mod:`ingress.refusals`); nothing refused reaches the queue. Each answered
+counted and logged as ``callback.rejected`` with the reason and, once the body parsed, the
+callback's ``call_id`` and ``event_name`` (sampled per reason under a flood, see
+:mod:`ingress.refusals`); nothing refused reaches the queue. Each answered
 callback is logged once as ``callback.accepted`` with ``durable`` saying where it is:
 ``broker`` or ``spool``. Over ``SINK_MAX_INFLIGHT`` requests at once, a fast 503.
 """
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from callback_sink.ingress.backfill import Exemptions
+from callback_sink.ingress.checks import check_callback, read_limited
 from callback_sink.ingress.drainer import Drainer
 from callback_sink.ingress.exporter import metrics_endpoint, spool_gauges
 from callback_sink.ingress.limits import (
@@ -37,9 +39,9 @@ from callback_sink.ingress.refusals import Refusals
 from callback_sink.ingress.sampling import quiet_server_logs
 from callback_sink.ingress.spool import Record, Spool
 from callback_sink.sink import logs
-from callback_sink.sink.apps import all_secrets, check_signature
+from callback_sink.sink.apps import all_secrets
 from callback_sink.sink.errors import DecodeError, PublishError, Rejected, SpoolError
-from callback_sink.sink.events import PRESEND_RECORD_KEY, Event, from_document, parse
+from callback_sink.sink.events import Event, from_document, parse
 from callback_sink.sink.metrics import IngressMetrics
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology
@@ -57,13 +59,10 @@ EXEMPTIONS = web.AppKey("exemptions", Exemptions)
 #: Easemob ignores the body of a 200 but refuses one over 1,000 characters.
 OK_BODY = b'{"status":"ok"}'
 JSON_TYPES = ("application/json",)
-READ_CHUNK = 64 * 1024
 #: Beyond the confirm time-out, how long a stopping drainer may take to commit its batch.
 DRAINER_STOP_MARGIN = 5.0
 #: Easemob generates 32-character secrets; a short one is guessable offline from one capture.
 SHORT_SECRET = 16
-#: How far a callback's timestamp may be ahead of our clock, seconds (clock skew).
-FUTURE_TOLERANCE = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,28 +122,14 @@ async def admit(
         raise Rejected(408, f"body not received within {settings.read_timeout_s:g}s") from None
     try:
         doc = parse(body)
-    except DecodeError as exc:
+    except DecodeError as exc:  # no call_id to log: the reason says why the body is not one
         raise Rejected(400, str(exc)) from None
-    if PRESEND_RECORD_KEY in doc:
-        raise Rejected(400, f"{PRESEND_RECORD_KEY} is the sink's own record, not a callback")
-    check_signature(doc, settings.apps, settings.secrets)
-    if settings.max_age_s:
-        try:
-            check_age(doc["timestamp"], settings.max_age_s)
-        except Rejected:
-            if not await app[EXEMPTIONS].admits(doc):  # a backfill holds its bucket open
-                raise
+    try:
+        await check_callback(doc, settings, app[EXEMPTIONS])
+    except Rejected as exc:
+        exc.call_id, exc.event_name = doc["callId"], from_document(doc).name
+        raise
     return doc, body
-
-
-def check_age(timestamp_ms: int, max_age_s: float) -> None:
-    """Refuse a callback older than ``max_age_s`` or stamped in the future: its signature
-    covers the timestamp, so a captured callback cannot be made younger."""
-    age = time.time() - timestamp_ms / 1000
-    if age > max_age_s:
-        raise Rejected(401, f"callback too old: {age:.0f}s, SINK_MAX_AGE_S is {max_age_s:g}")
-    if age < -FUTURE_TOLERANCE:
-        raise Rejected(401, f"timestamp in the future: {-age:.0f}s ahead of our clock")
 
 
 async def make_durable(
@@ -164,23 +149,9 @@ async def make_durable(
     try:
         await spool.append(Record(event.name, event.call_id, body))
     except SpoolError as exc:
-        raise Rejected(503, f"{exc}; broker: {broker_error}") from exc
+        reason = f"{exc}; broker: {broker_error}"
+        raise Rejected(503, reason, call_id=event.call_id, event_name=event.name) from exc
     return Accepted(event, "spool", broker_error)
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """Read the body, refusing with 413 as soon as it is known to exceed ``limit``:
-    from Content-Length before reading, or while streaming a chunked body."""
-    if request.content_length is not None and request.content_length > limit:
-        raise Rejected(413, f"body of {request.content_length} bytes exceeds {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def over_capacity(request: web.Request, started: float) -> web.Response | None:

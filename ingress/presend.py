@@ -87,7 +87,8 @@ class Recorder:
                 )
             except Rejected as exc:  # the spool is full or broken, and so is the broker
                 self.counts["failed"] += 1
-                log.error("presend.record_failed", call_id=event.call_id, reason=exc.reason,
+                log.error("presend.record_failed", call_id=event.call_id,
+                          event_name=event.name, reason=exc.reason,
                           retry_in=None if self._closing else RECORD_RETRY)  # fmt: skip
                 if self._closing:
                     self.counts["lost"] += 1
@@ -171,7 +172,8 @@ async def receive(request: web.Request) -> web.Response:
     presend.recorder.record(doc, decision)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     if decision.source == "default" and presend.sampler.admit(decision.reason):
-        log.warning("presend.default", call_id=event.call_id, reason=decision.reason,
+        log.warning("presend.default", call_id=event.call_id, event_name=event.name,
+                    reason=decision.reason,
                     error=decision.error, valid=decision.valid,
                     duration_ms=duration_ms)  # fmt: skip
     log.info("presend.answered", call_id=event.call_id, event_name=event.name,

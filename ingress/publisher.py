@@ -38,6 +38,7 @@ from callback_sink.sink.config import csv
 from callback_sink.sink.errors import PublishError
 from callback_sink.sink.events import Event, decode
 from callback_sink.sink.partition import PARTITION_HEADER, partition_of
+from callback_sink.sink.permanent import permanent
 from callback_sink.sink.topology import Topology, declare
 
 log = logs.get("ingress")
@@ -205,11 +206,18 @@ class Publisher:
             try:
                 await self._connect()
             except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
-                log.warning(
-                    "ingress.broker_unreachable",
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in=delay,
-                )
+                if (reason := permanent(exc)) is not None:
+                    # A setting to fix, not an outage: say so at error level. The ingress
+                    # keeps spooling and retrying, so a fix at the broker needs no restart.
+                    delay = CONNECT_RETRY_MAX
+                    log.error("ingress.broker_refused", variable="SINK_AMQP_URL",
+                              reason=reason, retry_in=delay)  # fmt: skip
+                else:
+                    log.warning(
+                        "ingress.broker_unreachable",
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in=delay,
+                    )
             else:
                 node = self._connection.node if self._connection else None
                 log.info("ingress.connected", exchange=self._topology.exchange, node=node)

@@ -38,7 +38,8 @@ class Refusals:
 
     def respond(self, exc: Rejected, remote: str, started: float) -> web.Response:
         """Count and log ``exc``, and answer it."""
-        self.record(exc.status, exc.reason, remote=remote, started=started, cause=exc.__cause__)
+        self.record(exc.status, exc.reason, remote=remote, started=started, cause=exc.__cause__,
+                    call_id=exc.call_id, event_name=exc.event_name)  # fmt: skip
         self.metrics.latency.observe(time.perf_counter() - started)
         if exc.status >= 500:
             body = GENERIC_503
@@ -57,9 +58,12 @@ class Refusals:
         remote: str | None = None,
         started: float | None = None,
         cause: BaseException | None = None,
+        call_id: str | None = None,
+        event_name: str | None = None,
     ) -> None:
         """Count a refusal and log it, unless its reason already logged enough this second.
-        ``status`` None: a connection closed without an answer (its head came too late)."""
+        ``status`` None: a connection closed without an answer (its head came too late).
+        ``call_id`` and ``event_name``: the callback refused, when its body parsed."""
         kind = reason_kind(reason)
         self.counters.refusals[kind] += 1
         if status is not None:
@@ -68,6 +72,8 @@ class Refusals:
         if not self.sampler.admit((status, kind)):
             return
         fields: dict[str, Any] = {"status": status, "reason": reason}
+        if call_id is not None:
+            fields.update(call_id=call_id, event_name=event_name)
         if remote is not None:
             fields["remote"] = remote
         if started is not None:

@@ -2,8 +2,9 @@
 
 Every settings class of the project (the sink's ``SINK_*``, the REST client's
 ``SINK_EASEMOB_*``, the emulator's ``SINK_EMULATOR_*``, the directory's ``SINK_DIRECTORY_*``)
-is a frozen dataclass with a table of parsers, one per field, read by :func:`load`. A value
-that does not parse stops start-up with a :class:`ConfigError` naming the variable.
+is a frozen dataclass whose fields are declared with :func:`sink.setting.declare` (parser,
+bounds, unit, help), read by :func:`load`. A value that does not parse, or is out of its
+bounds, stops start-up with a :class:`ConfigError` naming the variable.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.setting import setting_of
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Parsers = Mapping[str, Callable[[str], Any]]
 
 
 class Checked(Protocol):
@@ -29,41 +30,33 @@ class Checked(Protocol):
 C = TypeVar("C", bound=Checked)
 
 
-def read_env(
-    cls: type[Any], prefix: str, parsers: Parsers, env: Mapping[str, str]
-) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` found in ``env`` as ``{prefix}{FIELD}``, parsed; empty
-    values count as unset. A value that does not parse raises :class:`ConfigError` naming it."""
+def read_env(cls: type[Any], prefix: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` found in ``env`` as ``{prefix}{FIELD}``, parsed and
+    bounds-checked by each field's declaration (:mod:`sink.setting`); empty values count as
+    unset; ``{prefix}{FIELD}_FILE`` is read for a field declared with a file reader when the
+    field itself is unset. A bad value raises :class:`ConfigError`, one line naming it."""
     values: dict[str, Any] = {}
     for f in fields(cls):
+        declared = setting_of(f)
         var = f"{prefix}{f.name.upper()}"
         raw = env.get(var, "").strip()
         if raw:
             try:
-                values[f.name] = parsers[f.name](raw)
+                value = declared.parse(raw)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+            if (reason := declared.check(value)) is not None:
+                raise ConfigError(f"{var}={raw}: {reason}")
+            values[f.name] = value
+        elif declared.file is not None and (path := env.get(f"{var}_FILE", "").strip()):
+            values[f.name] = declared.file(f"{var}_FILE", path)
     return values
 
 
-def load(
-    cls: type[C],
-    prefix: str,
-    parsers: Parsers,
-    env: Mapping[str, str] | None = None,
-    *,
-    secret_files: Mapping[str, Callable[[str, str], Any]] | None = None,
-) -> C:
+def load(cls: type[C], prefix: str, env: Mapping[str, str] | None = None) -> C:
     """Build ``cls`` from ``env`` (the process environment by default) and run its
-    ``check()``. ``secret_files`` maps a field to a reader of its ``{prefix}{FIELD}_FILE``
-    variable, used when the field itself is not set (secrets come from files in production)."""
-    env = os.environ if env is None else env
-    values = read_env(cls, prefix, parsers, env)
-    for name, reader in (secret_files or {}).items():
-        var = f"{prefix}{name.upper()}_FILE"
-        path = env.get(var, "").strip()
-        if name not in values and path:
-            values[name] = reader(var, path)
+    ``check()`` (the checks that involve several fields)."""
+    values = read_env(cls, prefix, os.environ if env is None else env)
     settings = cls(**values)
     settings.check()
     return settings

@@ -25,12 +25,24 @@ class StartupError(SinkError):
 
 
 class Rejected(SinkError):
-    """The ingress refuses a callback: ``status`` is the HTTP answer, ``reason`` is logged."""
+    """The ingress refuses a callback: ``status`` is the HTTP answer, ``reason`` is logged.
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``call_id`` and ``event_name`` name the callback refused once its body parsed (a bad
+    signature, too old, an unlisted app); None for a body refused before it parsed."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        call_id: str | None = None,
+        event_name: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.call_id = call_id
+        self.event_name = event_name
 
 
 class DecodeError(SinkError):

@@ -6,12 +6,19 @@ one write. Per-callback context (``call_id``, ``event_name``) is passed as field
 ingress's hot path and bound with ``bound_contextvars`` by the worker. A last processor
 redacts any field whose name says it holds a secret, so a careless
 ``log.info(..., security=...)`` cannot leak one.
+
+A failure line passes ``exc_info=error``; :func:`traceback_of` renders it into the
+``exception`` field (JSON), printed under the line by the console renderer: the usual
+``Traceback (most recent call last)`` text, bounded (:data:`TRACEBACK_FRAMES`,
+:data:`TRACEBACK_CHARS`) and without the frames' local variables, which may hold a
+callback's body or a secret.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -23,6 +30,47 @@ REDACTED = "[redacted]"
 SECRET_FIELDS = frozenset(
     {"security", "secret", "secrets", "client_secret", "password", "token", "access_token"}
 )
+
+
+#: A failure line's traceback keeps the last frames of each exception of the chain (the
+#: handler's own code is nearest the error; a deep framework stack above it is noise) ...
+TRACEBACK_FRAMES = 30
+#: ... and at most its last characters, so that one failure is one line of bounded size.
+TRACEBACK_CHARS = 8192
+#: A dead letter's ``x-sink-traceback`` header keeps the last characters of the same text:
+#: enough for the frames nearest the error, while a queue of dead letters stays small.
+TRACEBACK_HEADER_CHARS = 4096
+
+
+def traceback_of(error: BaseException, limit: int = TRACEBACK_CHARS) -> str:
+    """``error``'s formatted traceback (its chained causes included), bounded: the last
+    :data:`TRACEBACK_FRAMES` frames of each exception, then the last ``limit`` characters.
+    Only file names, line numbers, function names and source lines: never local values."""
+    text = "".join(
+        traceback.format_exception(type(error), error, error.__traceback__, limit=-TRACEBACK_FRAMES)
+    ).rstrip("\n")
+    if len(text) <= limit:
+        return text
+    marker = f"[{len(text) - limit} characters cut]\n"
+    return marker + text[len(text) - limit + len(marker) :]
+
+
+def _render_exception(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``exc_info`` (an exception, ``True`` for the one being handled) becomes the
+    ``exception`` field: :func:`traceback_of` it."""
+    exc_info = event_dict.pop("exc_info", None)
+    error: BaseException | None = None
+    if isinstance(exc_info, BaseException):
+        error = exc_info
+    elif isinstance(exc_info, tuple):
+        error = exc_info[1]
+    elif exc_info:
+        error = sys.exception()
+    if error is not None:
+        event_dict["exception"] = traceback_of(error)
+    return event_dict
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -77,7 +125,7 @@ def configure(log_format: str = "json", level: str = "info") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
+        _render_exception,
         _redact,
         renderer,
     ]

@@ -45,6 +45,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from callback_sink.sink.outcomes import Outcome
+
 __all__ = ["REGISTRY", "IngressMetrics", "RestMetrics", "WorkerMetrics", "render"]
 
 #: The environment variable that puts prometheus_client into multiprocess mode.
@@ -52,8 +54,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: The statuses the callback path answers (pre-created so a rate of 401s is 0, not absent).
 INGRESS_STATUSES = (200, 400, 401, 403, 408, 413, 415, 503)
 DURABLE = ("broker", "spool")
-#: What became of one handler's run of one delivery.
-OUTCOMES = ("ok", "duplicate", "retry", "dead_letter", "deferred")
+#: What became of one handler's run of one delivery: the sink's one vocabulary of outcomes.
+OUTCOMES = tuple(o.value for o in Outcome)
 #: ``retry`` sums every delay queue.
 QUEUES = ("work", "retry", "dead_letter")
 #: Easemob answers worth a series of their own; ``error`` is no answer at all.

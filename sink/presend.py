@@ -125,9 +125,13 @@ class Decision:
         return orjson.dumps(self.verdict.answer())
 
     def record(self) -> dict[str, Any]:
-        """The verdict as the ``presend:verdict`` event carries it."""
+        """The verdict as the ``presend:verdict`` event carries it: every key always present
+        (``code`` and ``payload`` are ``None`` when the answer had none), so that a handler
+        can read ``record["code"]`` of an accepted message as well as of a blocked one."""
         return {
-            **self.verdict.answer(),
+            "valid": self.verdict.valid,
+            "code": self.verdict.code,
+            "payload": self.verdict.payload,
             "source": self.source,
             "reason": self.reason,
             "error": self.error,

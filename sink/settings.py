@@ -1,16 +1,18 @@
 """Settings: one frozen dataclass, read once from ``SINK_*`` environment variables.
 
-Every field has a default that works on a developer's machine with RabbitMQ and Redis on
-localhost. A malformed value stops start-up with a :class:`ConfigError` naming the variable.
-Secrets are never part of ``repr()``, so settings can be logged safely.
+Every field is declared once, with :func:`~callback_sink.sink.setting.declare`: default,
+parser, unit, bounds, the processes that read it and a one-line help, from which ``--help``,
+``callback-sink config`` and the settings reference are generated. Every default works on a
+developer's machine with RabbitMQ and Redis on localhost. A malformed or out-of-bounds value
+stops start-up with a :class:`ConfigError` naming the variable. Secrets are never part of
+``repr()``, so settings can be logged safely.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from yarl import URL
 
@@ -24,118 +26,232 @@ from callback_sink.sink.config import (
     positive,
     read_env,
     read_secret_lines,
-    seconds,
 )
 from callback_sink.sink.errors import ConfigError
 from callback_sink.sink.partition import ORDERINGS
+from callback_sink.sink.setting import BROKER, EVERY, INGRESS, SERVICES, WORKER, declare
 
 DAY = 24 * 3600
+#: The ingress and the parent that supervises several of them.
+LISTENER = INGRESS | {"supervisor"}
+#: Who reads the callback secrets: the ingress, ``sign`` / ``send``, the emulator.
+SECRET_READERS = LISTENER | {"sign", "emulate"}
 
 __all__ = ["DAY", "IPNetwork", "Settings", "positive", "read_env", "read_secret_lines"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    #: Callback secrets (one per Easemob callback rule); any of them validates a callback.
-    secrets: tuple[str, ...] = field(default=(), repr=False)
-    #: Apps and their own secrets (``org#app=secret|secret,…``): with it, a callback is
-    #: accepted only with a secret of the app its callId names (see :mod:`sink.apps`).
-    apps: Apps = field(default=(), repr=False)
-    #: How long the exemption from the replay window that ``callback-sink backfill`` opens
-    #: for each bucket it asks Easemob to re-send stays open, seconds.
-    backfill_window_s: float = 3600.0
-    #: RabbitMQ connection URL; for a cluster one URL per node, comma-separated: a process
-    #: connects to the first that answers and moves on along the list when its node dies.
-    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
-    #: Prefix of every exchange and queue name, so several sinks can share one broker.
-    topology_prefix: str = "callback-sink"
-    #: Replicas of each quorum queue (``x-quorum-initial-group-size``); unset: the broker's
-    #: default (every node of a 3.10 cluster). Every process of one sink must agree on it.
-    quorum_size: int | None = None
-    #: ``none`` (fastest) or ``group``: each group's (or conversation's) callbacks reach the
-    #: handlers in the order the ingress accepted them, through partition queues.
-    ordering: str = "none"
-    #: Partition queues in ordered mode; every process of one sink must agree.
-    partitions: int = 16
-    #: Where per-handler dedup marks live: ``memory://`` (one process) or ``redis://…``.
-    dedup_url: str = field(default="memory://", repr=False)
-    #: How long a "done" mark is kept, seconds (longer than Easemob's 3-day re-send window).
-    dedup_ttl: float = 4 * DAY
-    #: A handler running longer is cancelled and retried, seconds (``@on(timeout=…)`` overrides).
-    handler_timeout: float = 60.0
-    #: A worker's claim on a callback is a lease of this many seconds, renewed while its
-    #: handler runs: a worker that died hands its callbacks over within about this long.
-    claim_lease: float = 5.0
-    #: HTTP listen address and port of the ingress.
-    host: str = "127.0.0.1"
-    port: int = 8080
-    #: HTTP path Easemob posts to.
-    path: str = "/callbacks"
-    #: HTTP path of the pre-send (moderation) callback, answered by the ``@presend`` chain.
-    presend_path: str = "/presend"
-    #: The pre-send answer is sent within this many milliseconds, whatever the chain does.
-    presend_budget_ms: float = 150.0
-    #: Answered on a chain's time-out or error: ``accept`` (Easemob's own default) or ``reject``.
-    presend_default: str = "accept"
-    #: Handler modules to load, comma-separated dotted paths (plus entry points).
-    handlers: tuple[str, ...] = ("callback_sink.handlers.log",)
-    #: Unacknowledged messages the broker hands one worker at a time.
-    prefetch: int = 64
-    #: Callbacks a worker processes at once.
-    concurrency: int = 32
-    #: Largest accepted body, bytes; larger ones get 413 before being read.
-    body_limit: int = 1024 * 1024
-    #: How long the ingress waits for a publisher confirm, seconds.
-    publish_timeout: float = 5.0
-    #: Directory of the ingress's outage spool (callbacks kept on disk while RabbitMQ is down).
-    spool_dir: str = "var/spool"
-    #: Most bytes the spool may hold; only when it is full does the ingress answer 503.
-    spool_max_bytes: int = 1024 * 1024 * 1024
-    #: Ingress processes sharing the port (SO_REUSEPORT), each with its own spool under
-    #: ``spool_dir``; default: the CPUs this process may run on.
-    ingress_processes: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
-    #: Retry delays for a failing handler, seconds: attempt n waits delays[n-1] (last repeats).
-    retry_delays: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0)
-    #: Handler attempts of one callback before it is dead-lettered (``@on(retries=…)``).
-    max_attempts: int = 5
-    #: Deliveries of one callback to any worker (crashes, deferrals and retries included)
-    #: before it is dead-lettered: stops a callback that kills its worker from looping.
-    max_deliveries: int = 20
-    #: How long a worker waits for the broker and the dedup store at start-up, seconds.
-    startup_timeout_s: float = 60.0
-    #: How long a stopping worker lets running handlers finish, seconds.
-    shutdown_timeout: float = 30.0
-    #: ``json`` (one JSON object per line) or ``console`` (for people).
-    log_format: str = "json"
-    #: Minimum log level.
-    log_level: str = "info"
-    #: Callbacks whose ``timestamp`` is older than this are refused, seconds (0: no limit).
-    #: Below the dedup TTL, so any replay inside the window is a duplicate.
-    max_age_s: float = 1 * DAY
-    #: Client networks allowed to post callbacks (CIDR list); empty allows every address.
-    allowed_networks: tuple[IPNetwork, ...] = ()
-    #: Proxies whose ``X-Forwarded-For`` is believed (CIDR list); empty believes none.
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    #: Deadline for a request's headers, and for its whole body, seconds.
-    read_timeout_s: float = 10.0
-    #: An idle keep-alive connection is closed after this long, seconds.
-    keepalive_timeout_s: float = 75.0
-    #: Open connections per ingress process; more get a fast 503 and are closed.
-    max_connections: int = 1000
-    #: Requests handled at once per ingress process; more get a fast 503.
-    max_inflight: int = 512
-    #: Refusal log lines per second and reason; the rest are counted in one summary line.
-    reject_log_rate: int = 5
-    #: Event loop: ``auto`` (uvloop where installed) or ``asyncio``.
-    loop: str = "auto"
-    #: After SIGTERM, how long a stopping ingress answers /readyz 503 while still accepting
-    #: callbacks, seconds: time for load balancers to take it out before it stops listening.
-    drain_delay: float = 5.0
-    #: Listen address and port of the worker's health and metrics server (port 0: none).
-    worker_host: str = "127.0.0.1"
-    worker_port: int = 8081
-    #: How often a worker reads the depth of the queues for its metrics, seconds.
-    queue_poll_s: float = 15.0
+    """Every ``SINK_*`` setting, each declared once (:func:`declare`): the field's default,
+    the variable's parser, unit and bounds, the processes that read it and its help."""
+
+    secrets: tuple[str, ...] = declare(
+        (), parse=csv, file=read_secret_lines, secret=True, kinds=SECRET_READERS,
+        help="Callback secrets, comma-separated, one per Easemob callback rule: any of them "
+        "validates a callback of any app. The ingress needs it or SINK_APPS.",
+    )  # fmt: skip
+    apps: Apps = declare(
+        (), parse=parse_apps, file=read_apps_file, secret=True, kinds=SECRET_READERS,
+        help="Apps and their own secrets (org#app=secret|secret,…): a callback is accepted "
+        "only with a secret of its app. Setting it and SINK_SECRETS is an error.",
+    )  # fmt: skip
+    backfill_window_s: float = declare(
+        3600.0, parse=float, unit="s", low=1, high=7 * DAY, kinds={"backfill"},
+        help="How long the replay-window exemption `callback-sink backfill` opens for each "
+        "bucket it asks Easemob to re-send stays open.",
+    )  # fmt: skip
+    amqp_url: str = declare(
+        "amqp://guest:guest@127.0.0.1:5672/", secret=True, kinds=BROKER,
+        help="RabbitMQ URL; for a cluster one URL per node, comma-separated: a process "
+        "connects to the first that answers and moves along the list when its node dies.",
+    )  # fmt: skip
+    topology_prefix: str = declare(
+        "callback-sink", kinds=BROKER | {"backfill"},
+        help="Prefix of every exchange, queue and Redis key, so several sinks can share a "
+        "broker.",
+    )  # fmt: skip
+    quorum_size: int | None = declare(
+        None, parse=int, low=1, high=255, kinds=SERVICES,
+        default_text="the broker's default",
+        help="Replicas of each quorum queue (x-quorum-initial-group-size); every process of "
+        "one sink must use the same value.",
+    )  # fmt: skip
+    ordering: str = declare(
+        "none", parse=str.lower, kinds=SERVICES,
+        help="none (fastest) or group: each group's (or conversation's) callbacks reach the "
+        "handlers in the order the ingress accepted them, through partition queues.",
+    )  # fmt: skip
+    partitions: int = declare(
+        16, parse=int, low=1, high=1024, kinds=SERVICES,
+        help="Partition queues in ordered mode; every ingress and worker must agree.",
+    )  # fmt: skip
+    dedup_url: str = declare(
+        "memory://", secret=True, kinds=SERVICES | {"backfill"},
+        help="Where per-handler dedup marks live: memory:// (one worker process: a second "
+        "worker refuses to start) or redis://host:port/db (any number of workers).",
+    )  # fmt: skip
+    dedup_ttl: float = declare(
+        4 * DAY, parse=float, unit="s", above=True, low=0, high=365 * DAY, kinds=SERVICES,
+        help="How long a done mark is kept; longer than Easemob's 3-day re-send window.",
+    )  # fmt: skip
+    handler_timeout: float = declare(
+        60.0, parse=float, unit="s", above=True, low=0, high=DAY, kinds=WORKER,
+        help="A handler running longer is cancelled and retried (@on(timeout=…) overrides it).",
+    )  # fmt: skip
+    claim_lease: float = declare(
+        5.0, parse=float, unit="s", above=True, low=0, high=3600, kinds=WORKER,
+        help="A worker's claim on a callback is a lease this long, renewed while its handler "
+        "runs: a worker that died hands its callbacks over within about this long.",
+    )  # fmt: skip
+    host: str = declare(
+        "127.0.0.1", kinds=LISTENER,
+        help="Listen address of the ingress (0.0.0.0 in containers).",
+    )  # fmt: skip
+    port: int = declare(
+        8080, parse=int, low=1, high=65535, kinds=LISTENER,
+        help="Listen port of the ingress; it serves /metrics, /healthz and /readyz too.",
+    )  # fmt: skip
+    path: str = declare("/callbacks", kinds=INGRESS, help="HTTP path Easemob posts callbacks to.")
+    presend_path: str = declare(
+        "/presend", kinds=INGRESS,
+        help="HTTP path of the pre-send (moderation) callback, answered by the @presend chain.",
+    )  # fmt: skip
+    presend_budget_ms: float = declare(
+        150.0, parse=float, unit="ms", above=True, low=0, high=60_000, kinds=INGRESS,
+        help="The pre-send answer leaves within this long, whatever the @presend chain does; "
+        "keep it below the rule's wait in Easemob's console (200 ms by default).",
+    )  # fmt: skip
+    presend_default: str = declare(
+        "accept", parse=str.lower, kinds=INGRESS,
+        help="Answered when the @presend chain times out or fails: accept (Easemob's own "
+        "default) or reject.",
+    )  # fmt: skip
+    handlers: tuple[str, ...] = declare(
+        ("callback_sink.handlers.log",), parse=csv, kinds=SERVICES,
+        help="Handler modules to load, comma-separated dotted paths (entry points are loaded "
+        "too); the ingress loads them for their @presend functions.",
+    )  # fmt: skip
+    prefetch: int = declare(
+        64, parse=int, low=1, high=65535, kinds=WORKER,
+        help="Unacknowledged messages RabbitMQ hands one worker at a time.",
+    )  # fmt: skip
+    concurrency: int = declare(
+        32, parse=int, low=1, high=100_000, kinds=WORKER,
+        help="Callbacks one worker processes at once.",
+    )  # fmt: skip
+    body_limit: int = declare(
+        1024 * 1024, parse=int, unit="bytes", low=1, high=1024**3, kinds=INGRESS,
+        help="Largest accepted body; larger ones get 413 before being read.",
+    )  # fmt: skip
+    publish_timeout: float = declare(
+        5.0, parse=float, unit="s", above=True, low=0, high=3600, kinds=LISTENER,
+        help="How long the ingress waits for RabbitMQ's publisher confirm before spooling.",
+    )  # fmt: skip
+    spool_dir: str = declare(
+        "var/spool", kinds=LISTENER,
+        help="Root of the ingress's outage spool (callbacks kept on disk while RabbitMQ is "
+        "down); ingress process k spools into <root>/k.",
+    )  # fmt: skip
+    spool_max_bytes: int = declare(
+        1024**3, parse=int, unit="bytes", low=1, kinds=INGRESS,
+        help="Most bytes the spool of one ingress process may hold; only when it is full does "
+        "the ingress answer 503.",
+    )  # fmt: skip
+    ingress_processes: int = declare(
+        parse=int, low=1, high=1024, kinds={"supervisor"},
+        factory=lambda: len(os.sched_getaffinity(0)), default_text="the usable CPUs",
+        help="Ingress processes sharing the port (SO_REUSEPORT) under one supervising "
+        "parent; --processes overrides it.",
+    )  # fmt: skip
+    retry_delays: tuple[float, ...] = declare(
+        (1.0, 10.0, 60.0, 600.0), parse=floats, unit="s", above=True, low=0, high=7 * DAY,
+        kinds=WORKER,
+        help="Delays before retrying a failed handler: retry n waits the n-th (the last "
+        "repeats).",
+    )  # fmt: skip
+    max_attempts: int = declare(
+        5, parse=int, low=1, high=1000, kinds=WORKER,
+        help="Handler attempts of one callback before it is dead-lettered (@on(retries=…) "
+        "overrides it).",
+    )  # fmt: skip
+    max_deliveries: int = declare(
+        20, parse=int, low=1, high=10_000, kinds=WORKER,
+        help="Deliveries of one callback to any worker (crashes included) before it is "
+        "dead-lettered: a callback that kills its worker cannot loop forever.",
+    )  # fmt: skip
+    startup_timeout_s: float = declare(
+        60.0, parse=float, unit="s", above=True, low=0, high=DAY, kinds=WORKER,
+        help="How long a worker retries an unreachable broker and dedup store at start-up "
+        "(a refused login or database fails at once).",
+    )  # fmt: skip
+    shutdown_timeout: float = declare(
+        30.0, parse=float, unit="s", above=True, low=0, high=DAY, kinds=LISTENER | WORKER,
+        help="How long a stopping process lets requests and handlers in flight finish.",
+    )  # fmt: skip
+    log_format: str = declare(
+        "json", parse=str.lower, kinds=EVERY,
+        help="json (one object per line) or console (for people).",
+    )  # fmt: skip
+    log_level: str = declare(
+        "info", parse=str.lower, kinds=EVERY, help="debug, info, warning or error."
+    )
+    max_age_s: float = declare(
+        1 * DAY, parse=float, unit="s", low=0, high=365 * DAY, kinds=INGRESS | {"backfill"},
+        help="Callbacks whose timestamp is older are refused (0: no limit); must stay below "
+        "SINK_DEDUP_TTL, so that any replay inside the window is a duplicate.",
+    )  # fmt: skip
+    allowed_networks: tuple[IPNetwork, ...] = declare(
+        (), parse=networks, kinds=INGRESS, default_text="all",
+        help="Client networks allowed to post callbacks, CIDR list; others get 403.",
+    )  # fmt: skip
+    trusted_proxies: tuple[IPNetwork, ...] = declare(
+        (), parse=networks, kinds=INGRESS,
+        help="Proxies whose X-Forwarded-For is believed, CIDR list; empty believes none.",
+    )  # fmt: skip
+    read_timeout_s: float = declare(
+        10.0, parse=float, unit="s", above=True, low=0, high=3600, kinds=INGRESS,
+        help="Deadline for a request's head, and for its whole body.",
+    )  # fmt: skip
+    keepalive_timeout_s: float = declare(
+        75.0, parse=float, unit="s", above=True, low=0, high=DAY, kinds=INGRESS,
+        help="An idle keep-alive connection is closed after this long (keep it above your "
+        "load balancer's idle time-out).",
+    )  # fmt: skip
+    max_connections: int = declare(
+        1000, parse=int, low=1, high=1_000_000, kinds=INGRESS,
+        help="Open connections per ingress process; more get a fast 503 and are closed.",
+    )  # fmt: skip
+    max_inflight: int = declare(
+        512, parse=int, low=1, high=1_000_000, kinds=INGRESS,
+        help="Requests handled at once per ingress process; more get a fast 503.",
+    )  # fmt: skip
+    reject_log_rate: int = declare(
+        5, parse=int, unit="/s", low=1, high=10_000, kinds=INGRESS,
+        help="Refusal log lines per reason; the rest are counted in one summary line.",
+    )  # fmt: skip
+    loop: str = declare(
+        "auto", parse=str.lower, kinds=SERVICES,
+        help="Event loop: auto (uvloop where installed), uvloop or asyncio.",
+    )  # fmt: skip
+    drain_delay: float = declare(
+        5.0, parse=float, unit="s", low=0, high=3600, kinds=LISTENER,
+        help="After SIGTERM, how long the ingress answers /readyz 503 while still accepting "
+        "callbacks, so load balancers take it out first (0: stop at once).",
+    )  # fmt: skip
+    worker_host: str = declare(
+        "127.0.0.1", kinds=WORKER,
+        help="Listen address of the worker's health and metrics server (0.0.0.0 in "
+        "containers).",
+    )  # fmt: skip
+    worker_port: int = declare(
+        8081, parse=int, low=0, high=65535, kinds=WORKER,
+        help="Port of the worker's /healthz, /readyz and /metrics (0: no server); workers on "
+        "one host each need their own.",
+    )  # fmt: skip
+    queue_poll_s: float = declare(
+        15.0, parse=float, unit="s", above=True, low=0, high=DAY, kinds=WORKER,
+        help="How often a worker reads the depth of the queues for its metrics.",
+    )  # fmt: skip
 
     @property
     def amqp_urls(self) -> tuple[str, ...]:
@@ -150,11 +266,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``SINK_*`` variable; raise :class:`ConfigError` naming a bad one."""
-        files = {"secrets": read_secret_lines, "apps": read_apps_file}
-        return load(cls, "SINK_", _PARSERS, env, secret_files=files)
+        return load(cls, "SINK_", env)
 
     def check(self) -> None:
-        """Cross-field checks, each naming the variable at fault."""
+        """Checks beyond one value's parser and bounds, each naming the variable at fault."""
         if self.ordering not in ORDERINGS:
             raise ConfigError(f"SINK_ORDERING must be one of {', '.join(ORDERINGS)}")
         if self.secrets and self.apps:
@@ -184,13 +299,6 @@ class Settings:
             raise ConfigError("SINK_PRESEND_PATH must start with / and differ from SINK_PATH")
         if self.presend_default not in ("accept", "reject"):
             raise ConfigError("SINK_PRESEND_DEFAULT must be accept or reject")
-        for name in ("prefetch", "concurrency", "body_limit", "max_attempts", "max_deliveries",
-                     "port"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"SINK_{name.upper()} must be at least 1")
-        for name in ("max_connections", "max_inflight", "reject_log_rate"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"SINK_{name.upper()} must be at least 1")
         if self.max_age_s and self.max_age_s >= self.dedup_ttl:
             raise ConfigError(
                 f"SINK_MAX_AGE_S ({self.max_age_s:g}) must be below SINK_DEDUP_TTL "
@@ -198,10 +306,8 @@ class Settings:
             )
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigError("SINK_LOOP must be auto, asyncio or uvloop")
-        if not 0 <= self.worker_port <= 65535:
-            raise ConfigError("SINK_WORKER_PORT must be a port number, or 0 for no server")
-        if not self.retry_delays or min(self.retry_delays) <= 0:
-            raise ConfigError("SINK_RETRY_DELAYS must be positive numbers of seconds")
+        if not self.retry_delays:
+            raise ConfigError("SINK_RETRY_DELAYS must list at least one delay")
 
     def require_secrets(self) -> None:
         """The ingress cannot verify anything without a secret."""
@@ -210,53 +316,3 @@ class Settings:
                 "no callback secret: set SINK_SECRETS, SINK_SECRETS_FILE, SINK_APPS or "
                 "SINK_APPS_FILE"
             )
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "secrets": csv,
-    "apps": parse_apps,
-    "backfill_window_s": positive(float),
-    "amqp_url": str,
-    "topology_prefix": str,
-    "quorum_size": positive(int),
-    "ordering": str.lower,
-    "partitions": positive(int),
-    "dedup_url": str,
-    "dedup_ttl": positive(float),
-    "handler_timeout": positive(float),
-    "claim_lease": positive(float),
-    "host": str,
-    "port": int,
-    "path": str,
-    "presend_path": str,
-    "presend_budget_ms": positive(float),
-    "presend_default": str.lower,
-    "handlers": csv,
-    "prefetch": int,
-    "concurrency": int,
-    "body_limit": int,
-    "publish_timeout": positive(float),
-    "spool_dir": str,
-    "spool_max_bytes": positive(int),
-    "ingress_processes": positive(int),
-    "retry_delays": floats,
-    "max_attempts": int,
-    "max_deliveries": int,
-    "startup_timeout_s": positive(float),
-    "shutdown_timeout": positive(float),
-    "log_format": str.lower,
-    "log_level": str.lower,
-    "max_age_s": seconds,
-    "allowed_networks": networks,
-    "trusted_proxies": networks,
-    "read_timeout_s": positive(float),
-    "keepalive_timeout_s": positive(float),
-    "max_connections": int,
-    "max_inflight": int,
-    "reject_log_rate": int,
-    "loop": str.lower,
-    "drain_delay": seconds,
-    "worker_host": str,
-    "worker_port": int,
-    "queue_poll_s": positive(float),
-}

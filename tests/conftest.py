@@ -33,6 +33,8 @@ from callback_sink.sink.topology import delete as delete_topology
 from callback_sink.worker.consumer import Worker
 from callback_sink.worker.dedup import DedupStore, MemoryStore
 from callback_sink.worker.redis_store import RedisStore
+from tests.needs import missing
+from tests.repo_clean import untracked_top_level
 
 AMQP_URL = os.environ.get("SINK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("SINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -42,6 +44,26 @@ TEST_DELAYS = (0.2, 0.4)
 
 logs.configure("console", "debug")
 
+_UNTRACKED_AT_START = pytest.StashKey[set[str] | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[_UNTRACKED_AT_START] = untracked_top_level()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left new untracked files in the repository's top level."""
+    before = session.stash.get(_UNTRACKED_AT_START, None)
+    after = untracked_top_level()
+    if before is None or after is None:
+        return
+    if left := sorted(after - before):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"the tests left new untracked files in the repository: {', '.join(left)}"
+        if reporter is not None:
+            reporter.write_line(f"ERROR: {message} (write under tmp_path)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 def _handshake(check: Callable[[], Awaitable[None]]) -> None:
     """Run an async handshake to completion from sync code, even inside a running loop."""
@@ -50,10 +72,7 @@ def _handshake(check: Callable[[], Awaitable[None]]) -> None:
 
 
 def _unavailable(what: str, exc: BaseException) -> None:
-    message = f"{what} is not reachable: {exc}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: a missing service fails the run)")
-    pytest.skip(message)
+    missing(f"{what} is not reachable: {exc}")
 
 
 @pytest.fixture(scope="session")

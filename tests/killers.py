@@ -29,5 +29,5 @@ async def lethal(event: Event) -> None:
 async def hold(event: Event) -> None:
     if os.environ.get("SINK_TEST_HOLD") == "1":
         log.info("test.holding", call_id=event.call_id)
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # the scenario: a handler held until its worker is killed
     record("hold", event)

@@ -37,7 +37,7 @@ async def no_capitals(event: Event) -> Verdict | None:
 
 async def sleepy(event: Event) -> Verdict | None:
     """Sleeps far past any budget (not marked: tests put it in a chain by hand)."""
-    await asyncio.sleep(5)
+    await asyncio.sleep(5)  # the scenario: a chain far past any budget
     return Verdict.reject(code="too-late")
 
 

@@ -37,13 +37,17 @@ class SinkProcess:
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
-    async def start(self, ready_event: str, within: float = 30.0) -> SinkProcess:
+    async def start(self, ready_event: str | None, within: float = 30.0) -> SinkProcess:
+        """Start the process and wait for its ``ready_event`` line; ``None`` waits for none
+        (a worker at ``SINK_LOG_LEVEL=warning`` writes no start-up line: the broker holds
+        what is published meanwhile)."""
         self.process = await asyncio.create_subprocess_exec(
             *CLI, self.command, env=self.env, cwd=self.cwd,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
-        await self.wait_for_line(ready_event, within=within)
+        if ready_event is not None:
+            await self.wait_for_line(ready_event, within=within)
         return self
 
     async def _read(self) -> None:

@@ -42,7 +42,7 @@ def read_records(directory: Path) -> Counter[str]:
 async def first(event: Event) -> None:
     slow = float(os.environ.get("SINK_TEST_SLOW_SECONDS", "0"))
     if slow:
-        await asyncio.sleep(slow)
+        await asyncio.sleep(slow)  # the scenario: a slow handler (SINK_TEST_SLOW_SECONDS)
     record("first", event)
 
 

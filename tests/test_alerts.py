@@ -8,12 +8,11 @@ import re
 import shutil
 import subprocess
 
-import pytest
-
 from callback_sink.sink.settings import Settings
+from callback_sink.testing.ports import free_port
+from tests.needs import missing
 from tests.processes import ROOT, SinkProcess
 from tests.scrape import scrape
-from tests.test_ingress_outage import free_port
 from tests.test_metrics import ingress_env
 
 DEPLOY = ROOT / "deploy"
@@ -24,7 +23,7 @@ METRIC = re.compile(r"\b((?:callback_sink|process)_[a-z_]+)\b(?!\s*\()")
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("promtool") is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+        missing("promtool is not installed (`make tools`: deploy/ensure-tools.sh)")
     return subprocess.run(
         ["promtool", *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60
     )

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,18 +29,17 @@ from callback_sink.easemob.settings import EasemobSettings, EmulatorSettings
 from callback_sink.easemob.storage import date_key
 from callback_sink.ingress.app import EXEMPTIONS, create_app
 from callback_sink.sink.settings import Settings
+from callback_sink.testing.ports import free_port
 from tests.conftest import SECRET, Recorder, callback, post, signed
 from tests.directory_fixtures import client_settings_for
+from tests.waiting import drain_and_stop
 
 DAY_MS = 24 * 3600 * 1000
 
 
 def closed_port_url() -> str:
     """A URL nothing listens on: the sink during its outage."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/callbacks"
+    return f"http://127.0.0.1:{free_port()}/callbacks"
 
 
 @dataclass
@@ -123,7 +120,7 @@ async def test_after_an_outage_backfill_gets_every_stored_callback_handled_once(
 ) -> None:  # fmt: skip
     stored = await outage(storage)
     shared, ingress = sink
-    await start_worker(recorder.handler("tests.backfill"), store=redis_store)
+    worker = await start_worker(recorder.handler("tests.backfill"), store=redis_store)
     target = str(ingress.make_url(shared.path))
     storage.emulator.faults.fail_next(429, 2)  # the REST client backs off and carries on
     report = await backfill(storage.client_settings, shared, target=target, out=io.StringIO())
@@ -134,7 +131,7 @@ async def test_after_an_outage_backfill_gets_every_stored_callback_handled_once(
     await backfill(storage.client_settings, shared, target=target, out=io.StringIO())
     await storage.emulator.storage.drain()
     assert storage.emulator.storage.resent == 2 * stored
-    await asyncio.sleep(1.0)  # a second run of a handler, if any, would land now
+    await drain_and_stop(worker)  # a second run of a handler, if any, has landed now
     seen = Counter(event.call_id for event in recorder.of("tests.backfill"))
     assert set(seen) == {doc["callId"] for doc in storage.emulator.callbacks.outbox}
     assert set(seen.values()) == {1}
@@ -190,9 +187,7 @@ async def test_without_a_shared_store_old_callbacks_stay_refused_and_backfill_sa
 
 def test_the_commands_run_the_emulator_s_storage_and_a_dry_run(tmp_path: Any) -> None:
     """`callback-sink emulate --callback-storage` and `callback-sink backfill --dry-run`."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "SINK_EMULATOR_PORT": str(port), "SINK_LOG_FORMAT": "console",
            "SINK_EMULATOR_CALLBACK_SECRET": SECRET}  # fmt: skip
     cli = [sys.executable, "-m", "callback_sink"]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import missing
+
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(600)
@@ -28,7 +30,7 @@ def test_quick_bench_runs_and_counts_every_callback(
     """The fixtures skip (or fail under CI=true) when RabbitMQ or Redis is missing; the
     benchmark itself talks to 127.0.0.1:5672 and :6379, as those fixtures do."""
     if shutil.which("wrk") is None and os.geteuid() != 0:
-        pytest.skip("wrk is missing and cannot be installed without root")
+        missing("wrk is not installed (`make tools`: deploy/ensure-tools.sh) and needs root to be")
     bench = REPO / "bench" / "bench.py"
     run = subprocess.run(
         [sys.executable, str(bench), "--quick", "--results-dir", str(tmp_path)],

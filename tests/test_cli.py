@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,8 @@ import orjson
 
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.signature import sign
+from callback_sink.testing.ports import free_port
 from tests.processes import ROOT, SinkProcess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sign_command(body: Path, *options: str) -> dict[str, Any]:

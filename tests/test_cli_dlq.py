@@ -28,10 +28,11 @@ RSS_LIMIT_MB = 100
 
 def cli(prefix: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SINK_TOPOLOGY_PREFIX": prefix}
-    return subprocess.run(
-        [sys.executable, "-m", "callback_sink", *args],
-        capture_output=True, cwd=ROOT, env=env, timeout=60,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as cwd:  # whatever it writes lands in a temporary place
+        return subprocess.run(
+            [sys.executable, "-m", "callback_sink", *args],
+            capture_output=True, cwd=cwd, env=env, timeout=60,
+        )  # fmt: skip
 
 
 #: Runs the command line and, at exit, writes the process's own peak resident size (VmHWM:
@@ -53,9 +54,10 @@ def measured(prefix: str, *args: str) -> tuple[int, bytes, bytes, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SINK_TOPOLOGY_PREFIX": prefix}
     with tempfile.TemporaryDirectory() as tmp:
         peak = Path(tmp) / "peak"
+        # In the temporary directory: a slip of the arguments once wrote the figure to ./dlq.
         run = subprocess.run(
             [sys.executable, "-c", _MEASURE, str(peak), *args],
-            capture_output=True, cwd=ROOT, env=env, timeout=120,
+            capture_output=True, cwd=tmp, env=env, timeout=120,
         )  # fmt: skip
         return run.returncode, run.stdout, run.stderr, int(peak.read_text())
 
@@ -151,7 +153,12 @@ async def test_dlq_replay_by_event_with_a_limit_moves_only_those_to_the_work_que
         cli, topology.prefix, "dlq", "replay", "--event", "muc:kick", "--limit", "3"
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.decode().splitlines()[-1] == "3 dead letter(s) replayed"
+    *logged, summary = out.stdout.decode().splitlines()
+    assert summary == "3 dead letter(s) replayed"
+    replayed = [orjson.loads(line) for line in logged]
+    assert [x["event"] for x in replayed] == ["dlq.replayed"] * 3, "one log line per callback"
+    assert {x["event_name"] for x in replayed} == {"muc:kick"}
+    assert all(x["call_id"].startswith("XXXX#XXXX_") for x in replayed)
     assert out.stderr == b"", "no progress line when stderr is not a terminal"
     assert await queue_depth(amqp_url, topology.work_queue) == 3
     assert await queue_depth(amqp_url, topology.dead_queue) == 7

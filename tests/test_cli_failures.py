@@ -66,6 +66,11 @@ def test_dlq_list_with_the_broker_unreachable_is_one_line() -> None:
     assert_one_line_failure(out, "RabbitMQ", "SINK_AMQP_URL")
 
 
+def test_dlq_list_with_a_wrong_broker_password_says_so_in_one_line() -> None:
+    out = cli("dlq", "list", SINK_AMQP_URL="amqp://guest:wrong-password@127.0.0.1:5672/")
+    assert_one_line_failure(out, "SINK_AMQP_URL", "ACCESS_REFUSED")
+
+
 def test_debug_shows_the_traceback_instead() -> None:
     out = cli("--debug", "dlq", "list", SINK_AMQP_URL="amqp://guest:guest@127.0.0.1:9/")
     assert out.returncode == 1

@@ -11,6 +11,7 @@ import sys
 import orjson
 import pytest
 
+from callback_sink.environment import for_command
 from tests.processes import ROOT
 
 COMMANDS = [
@@ -46,7 +47,7 @@ def test_each_commands_help_lists_the_sink_variables_that_configure_it(command: 
     out = cli(*command.split(), "--help")
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode()
-    assert "environment (see README, Configuration):" in text
+    assert "environment (see docs/reference/settings.md):" in text
     assert "  SINK_" in text
     assert "--debug" in text
     if command in DEFAULTS:
@@ -95,3 +96,57 @@ def test_config_with_a_bad_value_exits_2_with_one_line_naming_it() -> None:
     assert out.stdout == b""
     assert len(out.stderr.decode().splitlines()) == 1
     assert "SINK_PREFETCH" in out.stderr.decode() and b"Traceback" not in out.stderr
+
+
+def listed(text: str) -> list[str]:
+    """The variables a --help epilog lists, in order."""
+    return [line.split()[0] for line in text.splitlines() if line.startswith("  SINK_")]
+
+
+@pytest.mark.parametrize("command", ["ingress", "worker", "run", "dlq list", "backfill"])
+def test_a_commands_help_lists_exactly_the_variables_its_processes_read(command: str) -> None:
+    text = cli(*command.split(), "--help").stdout.decode()
+    assert listed(text) == [v.name for v in for_command(command)]
+
+
+def test_the_ingress_help_names_what_the_ingress_reads_beyond_the_old_list() -> None:
+    names = listed(cli("ingress", "--help").stdout.decode())
+    for var in ("SINK_HANDLERS", "SINK_ORDERING", "SINK_PARTITIONS", "SINK_PRESEND_PATH",
+                "SINK_PRESEND_BUDGET_MS", "SINK_PRESEND_DEFAULT", "SINK_DRAIN_DELAY",
+                "SINK_DEDUP_URL", "SINK_DEDUP_TTL", "SINK_INGRESS_PROCESSES"):  # fmt: skip
+        assert var in names, var
+
+
+def test_the_worker_help_names_its_probe_server_and_the_ordering() -> None:
+    names = listed(cli("worker", "--help").stdout.decode())
+    for var in ("SINK_WORKER_HOST", "SINK_WORKER_PORT", "SINK_ORDERING", "SINK_PARTITIONS",
+                "SINK_QUEUE_POLL_S", "SINK_DIRECTORY_URL", "SINK_EASEMOB_HOST"):  # fmt: skip
+        assert var in names, var
+
+
+def test_help_is_plain_text_with_true_defaults() -> None:
+    ingress = " ".join(cli("ingress", "--help").stdout.decode().split())
+    run = cli("run", "--help").stdout.decode()
+    assert "SINK_INGRESS_PROCESSES Ingress processes" in ingress
+    assert "(default: the usable CPUs)" in ingress
+    assert "SINK_INGRESS_PROCESSES" not in run  # `run` is one ingress in one process
+    for text in (ingress, run):
+        assert ":mod:" not in text and "``" not in text and ":class:" not in text
+    helps = {v.name: v.doc for v in for_command("ingress")}
+    assert helps["SINK_HOST"] != helps["SINK_PORT"]
+
+
+def test_config_with_an_out_of_range_port_exits_2_naming_its_bounds() -> None:
+    out = cli("config", SINK_PORT="99999")
+    assert out.returncode == 2 and out.stdout == b""
+    assert out.stderr.decode().splitlines() == [
+        "callback-sink: configuration error: SINK_PORT=99999: must be between 1 and 65535"
+    ]
+
+
+def test_a_worker_with_an_out_of_range_setting_exits_2_before_connecting() -> None:
+    out = cli("worker", SINK_PREFETCH="70000", SINK_AMQP_URL="amqp://guest:guest@127.0.0.1:9/")
+    assert out.returncode == 2
+    assert out.stderr.decode().splitlines() == [
+        "callback-sink: configuration error: SINK_PREFETCH=70000: must be between 1 and 65535"
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from asyncio.subprocess import Process
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.broker import queue_depth, take_all
 from tests.conftest import callback, post, signed
 from tests.processes import SinkProcess
 from tests.recording import read_records
+from tests.waiting import until
 
 Client = TestClient[Any, Any]
 
@@ -48,10 +50,13 @@ async def test_a_callback_that_kills_its_worker_reaches_the_dead_letter_queue_at
             worker = SinkProcess("worker", env)
             await worker.start("worker.started")
             assert worker.process is not None
-            while worker.process.returncode is None:
-                if await queue_depth(settings.amqp_url, dead_queue):
-                    break
-                await asyncio.sleep(0.1)
+
+            async def died_or_dead_lettered(process: Process = worker.process) -> bool:
+                if process.returncode is not None:
+                    return True
+                return bool(await queue_depth(settings.amqp_url, dead_queue))
+
+            await until(died_or_dead_lettered, 90, what="a death or a dead letter", interval=0.1)
             if worker.process.returncode is not None:
                 deaths += 1
             else:
@@ -63,9 +68,10 @@ async def test_a_callback_that_kills_its_worker_reaches_the_dead_letter_queue_at
     survivor = SinkProcess("worker", env)
     await survivor.start("worker.started")
     try:
-        async with asyncio.timeout(30):
-            while sum(read_records(tmp_path).values()) < len(healthy):
-                await asyncio.sleep(0.1)
+        await until(
+            lambda: sum(read_records(tmp_path).values()) >= len(healthy), 30,
+            what="every healthy callback handled",
+        )  # fmt: skip
     finally:
         assert await survivor.stop() == 0
     assert sorted(read_records(tmp_path)) == sorted(f"lethal|{c}" for c in healthy)
@@ -85,9 +91,8 @@ async def test_a_worker_killed_mid_handler_hands_its_callback_over_within_second
         await taker.start("worker.started")
         await holder.stop(signal.SIGKILL)
         killed = time.monotonic()
-        async with asyncio.timeout(60):  # generous: the bench reports the tight figure
-            while not read_records(tmp_path):
-                await asyncio.sleep(0.05)
+        # generous: the bench reports the tight figure
+        await until(lambda: read_records(tmp_path), 60, what="the taker to handle it")
         handover = time.monotonic() - killed
     finally:
         await holder.kill()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from callback_sink.worker.dedup import ClaimRequest, DedupStore, MemoryStore, State
 from callback_sink.worker.redis_store import RedisStore
+from tests.waiting import until
 
 
 def ask(
@@ -55,21 +57,31 @@ async def test_a_released_claim_can_be_taken_again(store: DedupStore) -> None:
 
 async def test_an_expired_lease_can_be_claimed_by_someone_else(store: DedupStore) -> None:
     await store.claim("call-1", "h", lease=0.05)
-    await asyncio.sleep(0.1)
-    assert (await store.claim("call-1", "h", lease=30)).state is State.CLAIMED
+
+    async def claimed() -> bool:
+        return (await store.claim("call-1", "h", lease=30)).state is State.CLAIMED
+
+    await until(claimed, 10, what="the lease to expire")  # BUSY until then, changing nothing
 
 
 async def test_a_done_mark_expires_after_its_ttl(store: DedupStore) -> None:
     claim = await store.claim("call-1", "h", lease=30)
     await store.done("call-1", "h", claim, ttl=0.05)
-    await asyncio.sleep(0.1)
-    assert (await store.claim("call-1", "h", lease=30)).state is State.CLAIMED
+
+    async def claimed() -> bool:
+        return (await store.claim("call-1", "h", lease=30)).state is State.CLAIMED
+
+    await until(claimed, 10, what="the done mark to expire")  # DONE until then, no change
 
 
 async def test_a_stale_owner_cannot_release_a_newer_claim(store: DedupStore) -> None:
     stale = await store.claim("call-1", "h", lease=0.05)
-    await asyncio.sleep(0.1)
-    fresh = await store.claim("call-1", "h", lease=30)
+
+    async def taken_over() -> Any:
+        fresh = await store.claim("call-1", "h", lease=30)
+        return fresh if fresh.state is State.CLAIMED else None
+
+    fresh = await until(taken_over, 10, what="the stale lease to expire")
     await store.release("call-1", "h", stale)
     assert fresh.state is State.CLAIMED
     assert (await store.claim("call-1", "h", lease=30)).state is State.BUSY
@@ -90,11 +102,11 @@ async def test_the_memory_store_forgets_expired_marks_of_callbacks_never_seen_ag
     for i in range(50):
         claim = await store.claim(f"call-{i}", "h", lease=30)
         await store.done(f"call-{i}", "h", claim, ttl=0.05)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the scenario: time passes, the marks expire (nothing to poll)
     for i in range(5):
         claim = await store.claim(f"late-{i}", "h", lease=30)
         await store.done(f"late-{i}", "h", claim, ttl=60)
-    assert len(store._marks) <= 10
+    assert len(store._marks) <= 10  # SWEEP_EVERY: a sweep ran, only marks since it are left
 
 
 async def test_claim_all_takes_every_free_handler_in_one_call(store: DedupStore) -> None:
@@ -137,7 +149,7 @@ async def test_only_deliveries_that_start_handlers_count_toward_the_budget(
 async def test_a_renewed_lease_outlives_its_first_term(store: DedupStore) -> None:
     found = await store.claim_all(ask("call-1", "k", ["a"], lease=0.2, runs=20, call_id="call-1"))
     for _ in range(3):
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the scenario: half a lease passes before each renewal
         await store.renew([(("call-1", "a"), found.claims[0])], 0.2)
     assert (await store.claim("call-1", "a", lease=30)).state is State.BUSY
 

@@ -9,7 +9,7 @@ import pytest
 
 from callback_sink.handlers.directory import DirectorySettings, open_directory, track_groups
 from callback_sink.sink.errors import StartupError
-from callback_sink.testing import SinkTester, Verdict, make_event
+from callback_sink.testing import Outcome, SinkTester, make_event
 
 EASEMOB_VARIABLES = ("HOST", "ORG", "APP", "CLIENT_ID", "CLIENT_SECRET", "CLIENT_SECRET_FILE")
 
@@ -36,7 +36,7 @@ async def test_group_callbacks_run_through_the_kit_build_the_directory_once_each
     created = make_event("muc:create", group_id="777", to="owner1")
     joined = make_event("muc:presence", group_id="777", from_="XXXX#XXXX_bob@easemob.com")
     report = await tester.run([created, joined, created])
-    assert report.verdicts(track_groups) == [Verdict.HANDLED, Verdict.HANDLED, Verdict.DUPLICATE]
+    assert report.outcomes(track_groups) == [Outcome.OK, Outcome.OK, Outcome.DUPLICATE]
     async with open_directory(DirectorySettings(url=directory_url)) as directory:
         group = await directory.group("777")
     assert group is not None and group.owner == "owner1"
@@ -45,7 +45,7 @@ async def test_group_callbacks_run_through_the_kit_build_the_directory_once_each
 
 async def test_events_of_other_families_do_not_reach_the_directory(tester: SinkTester) -> None:
     report = await tester.run(make_event("roster:add"))
-    assert report.verdicts(track_groups) == []
+    assert report.outcomes(track_groups) == []
 
 
 async def test_a_bad_directory_url_stops_the_tester_at_start_up_naming_it(

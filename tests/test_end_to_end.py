@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from callback_sink.sink.events import Event
 from callback_sink.sink.examples import load_examples, resign
 from tests.conftest import SECRET, Recorder, callback, post, signed
+from tests.waiting import drain_and_stop, until
 
 Client = TestClient[Any, Any]
 
@@ -19,7 +20,7 @@ Client = TestClient[Any, Any]
 async def test_every_spec_example_reaches_a_handler_once_under_its_name(
     ingress: Client, start_worker: Any, recorder: Recorder
 ) -> None:
-    await start_worker(recorder.handler("tests.all"))
+    worker = await start_worker(recorder.handler("tests.all"))
     examples = load_examples()
     expected: dict[str, tuple[str, str | None, bool]] = {}
     for index, example in enumerate(examples):
@@ -34,7 +35,7 @@ async def test_every_spec_example_reaches_a_handler_once_under_its_name(
                 payload["is_chatroom"],
             )
     await recorder.wait_for(len(examples))
-    await asyncio.sleep(0.3)  # a duplicate delivery, if any, would land now
+    await drain_and_stop(worker)  # a duplicate delivery, if any, has landed now
     seen = Counter(event.call_id for event in recorder.of("tests.all"))
     assert len(seen) == len(examples) == 52
     assert set(seen.values()) == {1}
@@ -64,9 +65,7 @@ async def test_the_same_callback_posted_five_times_at_once_runs_each_handler_onc
             )
 
         # Every copy is accounted for, including those deferred while the first one ran.
-        async with asyncio.timeout(20):
-            while len(outcomes()) < 10:
-                await asyncio.sleep(0.05)
+        await until(lambda: len(outcomes()) >= 10, 20, what="10 handled lines")
     assert outcomes() == sorted(
         [("tests.a", "ok"), ("tests.b", "ok")]
         + [("tests.a", "duplicate"), ("tests.b", "duplicate")] * 4
@@ -78,7 +77,7 @@ async def test_the_same_callback_posted_five_times_at_once_runs_each_handler_onc
 async def test_handlers_get_only_the_events_they_subscribed_to(
     ingress: Client, start_worker: Any, recorder: Recorder
 ) -> None:
-    await start_worker(
+    worker = await start_worker(
         recorder.handler("tests.apply", ("muc:apply",)),
         recorder.handler("tests.roster", ("roster",)),
         recorder.handler("tests.all", ("*",)),
@@ -86,7 +85,7 @@ async def test_handlers_get_only_the_events_they_subscribed_to(
     assert await post(ingress, signed(callback(operation="apply"))) == 200
     assert await post(ingress, signed(callback(operation="kick"))) == 200
     await recorder.wait_for(3)
-    await asyncio.sleep(0.3)
+    await drain_and_stop(worker)
     assert [e.name for e in recorder.of("tests.apply")] == ["muc:apply"]
     assert recorder.of("tests.roster") == []
     assert sorted(e.name for e in recorder.of("tests.all")) == ["muc:apply", "muc:kick"]
@@ -102,13 +101,13 @@ async def test_a_handler_failing_once_succeeds_on_retry_and_its_neighbour_runs_o
         if failures[event.call_id] == 1:
             raise RuntimeError("downstream timed out")
 
-    await start_worker(
+    worker = await start_worker(
         recorder.handler("tests.steady"),
         recorder.handler("tests.flaky", behaviour=fail_first_time),
     )
     assert await post(ingress, signed(callback("XXXX#XXXX_flaky"))) == 200
     await recorder.wait_for(2)
-    await asyncio.sleep(0.5)
+    await drain_and_stop(worker)
     assert failures["XXXX#XXXX_flaky"] == 2
     assert len(recorder.of("tests.flaky")) == 1
     assert len(recorder.of("tests.steady")) == 1

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from callback_sink.worker.gate import Gate
+from tests.waiting import until
 
 
 async def test_a_suspect_waits_for_running_deliveries_and_holds_new_ones_back() -> None:
     gate, order = Gate(), []
 
-    async def ordinary(name: str, hold: float) -> None:
+    release_a = asyncio.Event()
+
+    async def ordinary(name: str, hold: asyncio.Event | None = None) -> None:
         await gate.enter()
         try:
             order.append(f"{name} start")
-            await asyncio.sleep(hold)
+            if hold is not None:
+                await hold.wait()
             order.append(f"{name} end")
         finally:
             gate.leave()
@@ -22,13 +26,15 @@ async def test_a_suspect_waits_for_running_deliveries_and_holds_new_ones_back() 
     async def suspect() -> None:
         async with gate.alone():
             order.append("suspect")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0)  # the scenario: the suspect yields while alone
 
-    first = asyncio.create_task(ordinary("a", 0.05))
-    await asyncio.sleep(0.01)
+    first = asyncio.create_task(ordinary("a", release_a))
+    await until(lambda: order == ["a start"], 5, what="a to run")
     alone = asyncio.create_task(suspect())
-    await asyncio.sleep(0.01)
-    late = asyncio.create_task(ordinary("b", 0))
+    await asyncio.sleep(0)  # one loop turn: the suspect closes the gate, then waits for a
+    late = asyncio.create_task(ordinary("b"))
+    await asyncio.sleep(0)  # one loop turn: b reaches the closed gate
+    release_a.set()
     await asyncio.gather(first, alone, late)
     assert order == ["a start", "a end", "suspect", "b start", "b end"]
 
@@ -41,7 +47,7 @@ async def test_ordinary_deliveries_run_together() -> None:
         await gate.enter()
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the scenario: a delivery that takes a while
         running -= 1
         gate.leave()
 

@@ -15,6 +15,7 @@ from callback_sink.ingress.app import EDGE
 from callback_sink.sink.settings import Settings
 from tests.conftest import callback, post, signed
 from tests.ingress_server import Client, Serve, serving
+from tests.waiting import until
 
 JSON = {"Content-Type": "application/json"}
 
@@ -74,7 +75,8 @@ async def test_connections_over_the_cap_get_a_fast_503_and_the_next_one_is_serve
 ) -> None:
     ingress = await serve(max_connections=3, read_timeout_s=30)
     held = [await _connect(ingress) for _ in range(3)]
-    await asyncio.sleep(0.1)
+    guard = ingress.app[EDGE].guard
+    await until(lambda: guard.open == 3, 10, what="the ingress to hold 3 connections")
     reader, writer = await _connect(ingress)
     writer.write(_head(2) + b"{}")
     answer = await asyncio.wait_for(reader.read(), 10)
@@ -83,7 +85,7 @@ async def test_connections_over_the_cap_get_a_fast_503_and_the_next_one_is_serve
     assert b'{"error":"overloaded"}' in answer
     for _, held_writer in held:
         held_writer.close()
-    await asyncio.sleep(0.2)
+    await until(lambda: guard.open == 0, 10, what="the ingress to see them closed")
     assert await post(ingress, signed(callback())) == 200
     assert ingress.app[EDGE].counters.requests[503] == 1
 
@@ -93,7 +95,8 @@ async def test_requests_over_the_in_flight_cap_get_a_fast_503(serve: Serve) -> N
     body = signed(callback())
     reader, writer = await _connect(ingress)
     writer.write(_head(len(body)) + body[:10])  # in flight: its handler waits for the body
-    await asyncio.sleep(0.2)
+    edge = ingress.app[EDGE]
+    await until(lambda: edge.inflight == 1, 10, what="one request in flight")
     with capture_logs() as logs:
         assert await post(ingress, signed(callback())) == 503
     [line] = [line for line in logs if line["event"] == "callback.rejected"]

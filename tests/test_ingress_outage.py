@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -28,17 +27,13 @@ from callback_sink.ingress.spool import Record, Spool
 from callback_sink.service import run_ingress
 from callback_sink.sink.errors import PublishError
 from callback_sink.sink.settings import Settings
+from callback_sink.testing.ports import free_port
 from tests.broker import queue_depth, take_all
 from tests.conftest import callback, post, signed
+from tests.waiting import until
 
 Client = TestClient[Any, Any]
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Relay:
@@ -96,12 +91,6 @@ async def running(settings: Settings) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
-
-
-async def until(condition: Callable[[], bool], within: float = 30.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 def spool_of(client: Client) -> Spool:

@@ -21,6 +21,7 @@ from callback_sink.sink.settings import DAY, Settings
 from tests.broker import queue_depth
 from tests.conftest import SECRET, callback, post, signed
 from tests.ingress_server import Serve, serving
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ async def test_a_request_aiohttp_cannot_parse_never_puts_its_body_in_a_log_line(
         writer.write_eof()
         await asyncio.wait_for(reader.read(), 10)
         writer.close()
-        await asyncio.sleep(0.1)
+        await until(lambda: logs, what="the request error's log line")
     assert [line["event"] for line in logs] == ["http.request_error"]
     text = str(logs) + caplog.text + str([r.exc_info for r in caplog.records])
     assert security not in text and "chat_type" not in text

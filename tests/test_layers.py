@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.needs import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What each package may import from the project, floor by floor; callback_sink is the top.
@@ -71,15 +77,26 @@ def test_nothing_imports_a_sub_package_by_a_bare_top_level_name() -> None:
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
-def test_only_the_callback_sink_root_is_installed() -> None:
-    """The wheel's top level is ``callback_sink`` alone; the sub-packages sit under it."""
-    import tomllib
-
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["callback_sink*"]
+def test_only_the_callback_sink_root_is_installed(tmp_path: Path) -> None:
+    """The wheel's top level is ``callback_sink`` alone; the sub-packages sit under it, so an
+    application's own ``handlers`` or ``worker`` package is never shadowed (nor used)."""
     for package in SUBPACKAGES:
-        link = ROOT / "callback_sink" / package
-        assert link.resolve() == (ROOT / package).resolve(), package
+        assert (ROOT / "callback_sink" / package).resolve() == (ROOT / package).resolve()
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )  # fmt: skip
+    if built.returncode != 0:
+        missing(f"cannot build the wheel (setuptools from the package index?): {built.stderr}")
+    [wheel] = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"callback_sink"}
+    for package in SUBPACKAGES:
+        assert f"callback_sink/{package}/__init__.py" in names, package
+        assert f"callback_sink/{package}/py.typed" in names, package
+    assert "callback_sink/sink/examples.json" in names
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

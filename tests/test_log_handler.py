@@ -7,7 +7,7 @@ from structlog.testing import capture_logs
 
 from callback_sink.handlers import log as log_handler
 from callback_sink.sink import names
-from callback_sink.testing import SinkTester, Verdict, make_event
+from callback_sink.testing import Outcome, SinkTester, make_event
 
 
 async def test_the_log_handler_logs_what_arrived_once_per_callback() -> None:
@@ -15,7 +15,7 @@ async def test_the_log_handler_logs_what_arrived_once_per_callback() -> None:
     event = make_event("muc:kick", group_id="42", from_="alice", to="bob")
     with capture_logs(processors=[merge_contextvars]) as logs:
         report = await tester.run([event, event])
-    assert report.verdicts(log_handler.log_event) == [Verdict.HANDLED, Verdict.DUPLICATE]
+    assert report.outcomes(log_handler.log_event) == [Outcome.OK, Outcome.DUPLICATE]
     [line] = [line for line in logs if line["event"] == "event.received"]
     assert line["call_id"] == event.call_id and line["event_name"] == "muc:kick"
     assert (line["operation"], line["group_id"], line["from_"], line["to"]) == (
@@ -27,4 +27,4 @@ async def test_the_log_handler_logs_what_arrived_once_per_callback() -> None:
 async def test_the_log_handler_takes_every_event_name() -> None:
     built = [make_event(name) for name in sorted(names.KNOWN_NAMES - {"message:unknown"})]
     report = await SinkTester("callback_sink.handlers.log", use_entry_points=False).run(built)
-    assert report.verdicts(log_handler.log_event) == [Verdict.HANDLED] * len(built)
+    assert report.outcomes(log_handler.log_event) == [Outcome.OK] * len(built)

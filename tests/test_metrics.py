@@ -11,15 +11,18 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from callback_sink.sink.settings import Settings
+from callback_sink.testing.ports import free_port
 from callback_sink.worker.depth import QueueDepths
 from callback_sink.worker.probes import create_probe_app
 from tests.conftest import Recorder, callback, post, signed
 from tests.processes import CLI, SinkProcess
 from tests.scrape import samples, scrape, value
-from tests.test_ingress_outage import free_port
+from tests.waiting import until
 
 N, M, K = 7, 3, 2
 REQUESTS = "callback_sink_ingress_requests_total"
+#: Series only a worker process may export (an ingress exporting them fires worker alerts).
+WORKER_SERIES = ("callback_sink_worker_", "callback_sink_queue_")
 
 
 async def test_counters_equal_what_was_sent_and_the_queues_return_to_zero_once_drained(
@@ -48,9 +51,12 @@ async def test_counters_equal_what_was_sent_and_the_queues_return_to_zero_once_d
     await recorder.wait_for(N)
     depths = QueueDepths(settings, worker.metrics)
     try:
-        async with asyncio.timeout(20):
-            while (counts := await depths.poll()) != {"work": 0, "retry": 0, "dead_letter": 0}:
-                await asyncio.sleep(0.1)
+
+        async def empty() -> dict[str, int] | None:
+            found = await depths.poll()
+            return found if found == {"work": 0, "retry": 0, "dead_letter": 0} else None
+
+        counts = await until(empty, 20, what="every queue empty", interval=0.1)
     finally:
         await depths.close()
     assert counts == {"work": 0, "retry": 0, "dead_letter": 0}
@@ -113,6 +119,21 @@ async def test_a_scrape_of_a_supervised_ingress_sums_its_children_and_sigterm_dr
             assert response.status == 503
         assert await post_fresh(base + "/callbacks", signed(callback())) == 200
         assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        await ingress.kill()
+
+
+async def test_a_supervised_ingress_exports_no_worker_series(settings: Settings) -> None:
+    port = free_port()
+    ingress = SinkProcess("ingress", ingress_env(settings, port))
+    await start_supervised(ingress, processes=2)
+    try:
+        for _ in range(4):  # whichever child answers the scrape
+            found = await scrape(f"http://127.0.0.1:{port}/metrics")
+            assert value(found, REQUESTS, status="200") == 0  # the ingress's own series are there
+            worker_series = {name for name, _ in found if name.startswith(WORKER_SERIES)}
+            assert worker_series == set()
+        assert await ingress.stop(signal.SIGTERM) == 0
     finally:
         await ingress.kill()
 

@@ -10,7 +10,7 @@ import pytest
 from callback_sink.handlers import Event, Verdict, presend
 from callback_sink.handlers.presend import load_presend
 from callback_sink.sink.errors import HandlerLoadError
-from callback_sink.sink.presend import ANSWER_LIMIT, decide
+from callback_sink.sink.presend import ANSWER_LIMIT, Decision, decide
 from callback_sink.testing import make_event, make_presend_event, run_presend
 from tests import presend_fixtures
 from tests.presend_fixtures import BANNED, broken, sleepy
@@ -66,14 +66,16 @@ async def test_a_chain_past_its_budget_gets_the_default_verdict_in_time(default:
     elapsed = time.perf_counter() - started
     assert (decision.source, decision.reason) == ("default", "timeout")
     assert decision.valid is (default == "accept")
-    assert elapsed < 0.1 + 0.4  # generous: a shared 2-core machine
+    # 10x the budget, generous on a shared machine, and still far below the chain's 5 s sleep
+    # (bench/presend.py measures the tight figure).
+    assert elapsed < 10 * 0.1
 
 
 async def test_a_chain_that_swallows_its_cancellation_still_cannot_hold_the_answer() -> None:
     async def stubborn(event: Event) -> Verdict:
         for _ in range(20):
             try:
-                await __import__("asyncio").sleep(0.1)
+                await __import__("asyncio").sleep(0.1)  # the scenario: a chain that stalls
             except BaseException:
                 continue
         return Verdict.reject()
@@ -136,3 +138,31 @@ def test_a_verdict_record_decodes_as_presend_verdict_with_the_message_fields() -
     event = make_event("presend:verdict", to="bob", payload={"msg": "hi"})
     assert (event.name, event.family, event.to) == ("presend:verdict", "presend", "bob")
     assert event.payload["msg"] == "hi" and event.raw["presend_verdict"]["valid"] is True
+
+
+#: The keys of a ``presend:verdict`` record, as the README documents them.
+RECORD_KEYS = {"valid", "code", "payload", "source", "reason", "error", "rejected_by",
+               "replaced_by", "duration_ms"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        Decision(Verdict.accept(), "chain"),
+        Decision(Verdict.accept(payload={"msg": "hi"}), "chain", replaced_by=("m.f",)),
+        Decision(Verdict.reject("banned"), "chain", rejected_by="m.f"),
+        Decision(Verdict.reject(), "default", "timeout"),
+    ],
+    ids=["accepted", "replaced", "rejected", "default"],
+)
+def test_a_verdict_record_always_has_every_documented_key(decision: Decision) -> None:
+    record = decision.record()
+    assert set(record) == RECORD_KEYS
+    assert (record["valid"], record["code"], record["payload"]) == (
+        decision.valid, decision.code, decision.payload,
+    )  # fmt: skip
+
+
+def test_an_accepted_record_reads_code_and_payload_as_none() -> None:
+    verdict = make_event("presend:verdict").raw["presend_verdict"]
+    assert verdict["valid"] is True and verdict["code"] is None and verdict["payload"] is None

@@ -16,6 +16,7 @@ from callback_sink.ingress.presend import install
 from callback_sink.sink.settings import Settings
 from tests.conftest import SECRET, Recorder
 from tests.presend_fixtures import BANNED
+from tests.waiting import drain_and_stop
 
 MESSAGES = 1000
 
@@ -23,8 +24,8 @@ MESSAGES = 1000
 async def test_the_emulator_delivers_exactly_the_messages_the_chain_lets_through(
     settings: Settings, start_worker: Any, recorder: Recorder
 ) -> None:
-    await start_worker(recorder.handler("audit", ("presend:verdict",)),
-                       recorder.handler("chat", ("message",)))  # fmt: skip
+    worker = await start_worker(recorder.handler("audit", ("presend:verdict",)),
+                                recorder.handler("chat", ("message",)))  # fmt: skip
     app = create_app(settings)
     install(app, load_presend(["tests.presend_fixtures"], use_entry_points=False))
     sink = TestClient(TestServer(app))
@@ -68,7 +69,7 @@ async def test_the_emulator_delivers_exactly_the_messages_the_chain_lets_through
         assert len((await listing.json())["delivered"]) == MESSAGES - MESSAGES // 10
 
         await recorder.wait_for(MESSAGES + len(delivered), within=120)
-        await asyncio.sleep(0.5)
+        await drain_and_stop(worker)  # nothing more can arrive: each audit counted once
         audits = Counter(e.call_id for e in recorder.of("audit"))
         assert len(audits) == MESSAGES and set(audits.values()) == {1}
         verdicts = Counter(e.raw["presend_verdict"]["valid"] for e in recorder.of("audit"))

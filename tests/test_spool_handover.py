@@ -8,7 +8,6 @@ not listening yet, so the shared broker is never stopped.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
@@ -17,10 +16,12 @@ import aiohttp
 
 from callback_sink.ingress.spool import Record, Spool
 from callback_sink.sink.settings import Settings
+from callback_sink.testing.ports import free_port
 from tests.broker import queue_depth, take_all
 from tests.conftest import SECRET, callback, signed
 from tests.processes import SinkProcess
-from tests.test_ingress_outage import Relay, free_port
+from tests.test_ingress_outage import Relay
+from tests.waiting import until
 
 
 def environment(settings: Settings, root: Path, processes: int, amqp_url: str) -> dict[str, str]:
@@ -40,9 +41,7 @@ def segments_under(root: Path) -> list[Path]:
 
 
 async def until_empty(root: Path, within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while segments_under(root):
-            await asyncio.sleep(0.1)
+    await until(lambda: not segments_under(root), within, what=f"{root} to hold no segment")
 
 
 async def published_once(settings: Settings, expected: dict[str, bytes]) -> None:

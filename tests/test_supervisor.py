@@ -16,8 +16,10 @@ import pytest
 from callback_sink.ingress import supervisor as supervisor_module
 from callback_sink.ingress.siblings import claim_root
 from callback_sink.ingress.supervisor import Supervisor
+from callback_sink.testing.ports import free_port
+from tests.needs import missing
 from tests.processes import ROOT
-from tests.test_ingress_outage import free_port
+from tests.waiting import until
 
 CLI = [sys.executable, "-m", "callback_sink"]
 
@@ -29,10 +31,11 @@ def sleeper(tmp_path: Path) -> list[str]:
 
 
 async def started_pids(directory: Path, count: int, within: float = 30.0) -> list[int]:
-    async with asyncio.timeout(within):
-        while len(pids := [int(p.name) for p in directory.iterdir()]) < count:
-            await asyncio.sleep(0.05)
-    return sorted(pids)
+    def pids() -> list[int]:
+        return [int(p.name) for p in directory.iterdir()]
+
+    await until(lambda: len(pids()) >= count, within, what=f"{count} children to start")
+    return sorted(pids())
 
 
 def alive(pid: int) -> bool:
@@ -100,7 +103,7 @@ def test_a_read_only_spool_directory_stops_start_up_with_one_line(tmp_path: Path
     if os.geteuid() == 0:  # root writes through permission bits: use a read-only bind mount
         mounted = subprocess.run(["mount", "--bind", str(root), str(root)]).returncode == 0
         if not mounted:
-            pytest.skip("cannot bind-mount here")
+            missing("cannot bind-mount here (root without CAP_SYS_ADMIN?)")
         subprocess.run(["mount", "-o", "remount,ro,bind", str(root)], check=True)
     else:
         root.chmod(0o500)

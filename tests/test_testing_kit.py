@@ -19,15 +19,15 @@ from callback_sink.sink.examples import load_examples
 from callback_sink.sink.signature import verify
 from callback_sink.testing import (
     BrokerUnreachable,
+    Outcome,
     RunningSink,
     SinkTester,
-    Verdict,
     make_body,
     make_event,
 )
 from tests.conftest import SECRET, post
 
-HANDLED, DUPLICATE, RETRY, DEAD = Verdict.HANDLED, Verdict.DUPLICATE, Verdict.RETRY, Verdict.DEAD
+OK, DUPLICATE, RETRY, DEAD = Outcome.OK, Outcome.DUPLICATE, Outcome.RETRY, Outcome.DEAD_LETTER
 #: The one known name no callback decodes to (``message`` is told by chat_type chat/groupchat).
 UNBUILDABLE = {"message:unknown"}
 
@@ -106,16 +106,16 @@ async def test_a_handler_that_succeeds_is_handled_once_and_the_same_callback_aga
     tester = SinkTester(handler("ok", succeed, "muc:create"))
     event = make_event("muc:create")
     report = await tester.run([event, event])
-    assert report.verdicts("tests.ok") == [HANDLED, DUPLICATE]
+    assert report.outcomes("tests.ok") == [OK, DUPLICATE]
     again = await tester.run(event)
-    assert again.verdicts("tests.ok") == [DUPLICATE]
+    assert again.outcomes("tests.ok") == [DUPLICATE]
 
 
 async def test_a_failing_handler_is_retried_on_the_delay_tiers_then_dead_lettered() -> None:
     tester = SinkTester(handler("broken", fail), retry_delays=(1.0, 10.0), max_attempts=3)
     report = await tester.run(make_event("muc:apply"))
     steps = report.steps("tests.broken")
-    assert [(s.verdict, s.attempt, s.delay) for s in steps] == [
+    assert [(s.outcome, s.attempt, s.delay) for s in steps] == [
         (RETRY, 1, 1.0), (RETRY, 2, 10.0), (DEAD, 3, None),
     ]  # fmt: skip
     assert steps[-1].reason == "attempts-exhausted"
@@ -127,8 +127,8 @@ async def test_a_failing_handler_is_retried_on_the_delay_tiers_then_dead_lettere
 async def test_the_retries_option_changes_the_attempts_before_dead_lettering() -> None:
     tester = SinkTester(handler("twice", fail, retries=2), handler("default", fail), max_attempts=4)
     report = await tester.run(make_event("muc:apply"))
-    assert report.verdicts("tests.twice") == [RETRY, DEAD]
-    assert report.verdicts("tests.default") == [RETRY, RETRY, RETRY, DEAD]
+    assert report.outcomes("tests.twice") == [RETRY, DEAD]
+    assert report.outcomes("tests.default") == [RETRY, RETRY, RETRY, DEAD]
 
 
 async def test_a_retry_runs_only_the_handler_that_failed() -> None:
@@ -139,8 +139,8 @@ async def test_a_retry_runs_only_the_handler_that_failed() -> None:
 
     tester = SinkTester(handler("steady", count), handler("flaky", failing_times(1)))
     report = await tester.run(make_event("roster:add"))
-    assert report.verdicts("tests.steady") == [HANDLED]
-    assert report.verdicts("tests.flaky") == [RETRY, HANDLED]
+    assert report.outcomes("tests.steady") == [OK]
+    assert report.outcomes("tests.flaky") == [RETRY, OK]
     assert len(ran) == 1
     assert report.callbacks[0].deliveries == 2
 
@@ -153,7 +153,7 @@ async def test_a_permanent_error_or_a_give_up_on_type_dead_letters_at_once() -> 
     report = await tester.run(make_event("muc:kick"))
     for name in ("tests.refuse", "tests.picky"):
         [step] = report.steps(name)
-        assert (step.verdict, step.reason, step.attempt) == (DEAD, "permanent", 1)
+        assert (step.outcome, step.reason, step.attempt) == (DEAD, "permanent", 1)
 
 
 async def test_a_retry_delay_asked_for_is_rounded_up_to_a_delay_queue_tier() -> None:
@@ -165,7 +165,7 @@ async def test_a_retry_delay_asked_for_is_rounded_up_to_a_delay_queue_tier() -> 
             raise Retry("rate limited", delay=3)
 
     report = await SinkTester(handler("later", later)).run(make_event("muc:kick"))
-    assert [(s.verdict, s.delay) for s in report.steps()] == [(RETRY, 5), (HANDLED, None)]
+    assert [(s.outcome, s.delay) for s in report.steps()] == [(RETRY, 5), (OK, None)]
 
 
 async def test_a_handler_running_past_its_timeout_is_cancelled_and_retried() -> None:
@@ -174,12 +174,12 @@ async def test_a_handler_running_past_its_timeout_is_cancelled_and_retried() -> 
     async def slow_once(event: Event) -> None:
         calls.append(event)
         if len(calls) == 1:
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # the scenario: a first run past its timeout
 
     report = await SinkTester(handler("slow", slow_once, timeout=0.05)).run(make_event("muc:ban"))
     [first, second] = report.steps("tests.slow")
-    assert (first.verdict, type(first.error)) == (RETRY, TimeoutError)
-    assert second.verdict == HANDLED
+    assert (first.outcome, type(first.error)) == (RETRY, TimeoutError)
+    assert second.outcome == OK
 
 
 async def test_the_start_up_and_shutdown_hooks_run_around_the_callbacks() -> None:
@@ -224,7 +224,7 @@ async def test_the_pytest_plugin_gives_every_test_a_tester_factory_and_make_even
     sink_tester: TesterFactory, make_event: Callable[..., Event]
 ) -> None:
     report = await sink_tester(handler("ok", succeed, "roster")).run(make_event("roster:add"))
-    assert report.verdicts() == [HANDLED]
+    assert report.outcomes() == [OK]
 
 
 async def test_the_end_to_end_fixture_runs_a_real_ingress_and_worker(
@@ -242,3 +242,10 @@ async def test_the_end_to_end_sink_fails_at_once_naming_an_unreachable_broker(
     monkeypatch.setenv("SINK_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
     with pytest.raises(BrokerUnreachable, match=r"not reachable at 127\.0\.0\.1:1"):
         await asyncio.wait_for(RunningSink.start(handler("x", succeed)), 10)
+
+
+async def test_verdicts_is_a_deprecated_name_for_outcomes() -> None:
+    tester = SinkTester(handler("ok", succeed))
+    report = await tester.run(make_event("muc:apply"))
+    with pytest.warns(DeprecationWarning, match="outcomes"):
+        assert report.verdicts() == report.outcomes() == ["ok"]

@@ -19,6 +19,7 @@ from callback_sink.worker.consumer import Worker
 from callback_sink.worker.dedup import MemoryStore
 from tests.broker import queue_depth, take_all
 from tests.conftest import Recorder, callback, post, signed
+from tests.waiting import until
 
 Client = TestClient[Any, Any]
 
@@ -36,9 +37,10 @@ async def test_a_callback_replayed_as_another_operation_is_refused_as_forged(
         await recorder.wait_for(1)
         # The signature covers only callId and timestamp: the same ones with another payload.
         assert await post(ingress, signed(callback("XXXX#XXXX_captured", "kick"))) == 200
-        async with asyncio.timeout(10):
-            while not any(line["event"] == "callback.forged" for line in logs):
-                await asyncio.sleep(0.05)
+        await until(
+            lambda: any(line["event"] == "callback.forged" for line in logs), 10,
+            what="a callback.forged line",
+        )  # fmt: skip
     assert [e.name for e in recorder.of("tests.kicks")] == ["muc:apply"]
     [forged] = [line for line in logs if line["event"] == "callback.forged"]
     assert forged["event_name"] == "muc:kick"
@@ -53,9 +55,10 @@ async def test_the_same_callback_twice_is_a_duplicate_not_a_forgery(
     with capture_logs() as logs:
         assert await post(ingress, body) == 200
         assert await post(ingress, body) == 200
-        async with asyncio.timeout(10):
-            while sum(line["event"] == "callback.handled" for line in logs) < 2:
-                await asyncio.sleep(0.05)
+        await until(
+            lambda: sum(line["event"] == "callback.handled" for line in logs) >= 2, 10,
+            what="two callback.handled lines",
+        )  # fmt: skip
     outcomes = sorted(line["outcome"] for line in logs if line["event"] == "callback.handled")
     assert outcomes == ["duplicate", "ok"]
     assert not any(line["event"] == "callback.forged" for line in logs)
@@ -91,7 +94,7 @@ async def test_a_handler_runs_at_most_its_concurrency_at_once(
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the scenario: a slow handler, so runs overlap
         running -= 1
 
     await start_worker(recorder.handler("tests.narrow", behaviour=slow, concurrency=2))
@@ -105,7 +108,7 @@ async def test_a_handler_timeout_option_cancels_it_sooner_than_the_worker_wide_o
     ingress: Client, settings: Settings, start_worker: Any, recorder: Recorder
 ) -> None:
     async def hang(event: Event) -> None:
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # the scenario: a handler that hangs past its timeout
 
     assert settings.handler_timeout == 10.0
     await start_worker(recorder.handler("tests.hangs", behaviour=hang, timeout=0.1, retries=1))

@@ -11,8 +11,9 @@ import pytest
 from callback_sink.service import run_worker
 from callback_sink.sink.errors import StartupError
 from callback_sink.sink.settings import Settings
+from callback_sink.testing.ports import free_port
 from tests.scrape import scrape, value
-from tests.test_ingress_outage import free_port
+from tests.waiting import until
 
 
 async def get(url: str) -> int:
@@ -29,14 +30,14 @@ async def test_the_worker_serves_health_readiness_and_metrics_on_its_own_port(
     stop = asyncio.Event()
     service = asyncio.create_task(run_worker(settings, stop))
     try:
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    if await get(base + "/readyz") == 200:
-                        break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
+
+        async def ready() -> bool:
+            try:
+                return await get(base + "/readyz") == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await until(ready, 20, what="the worker's /readyz")
         assert await get(base + "/healthz") == 200
         found = await scrape(base + "/metrics")
         assert value(found, "callback_sink_worker_ready") == 1

@@ -12,6 +12,7 @@ from callback_sink.sink.settings import Settings
 from tests.conftest import callback, post, signed
 from tests.processes import SinkProcess
 from tests.recording import read_records
+from tests.waiting import until
 
 Client = TestClient[Any, Any]
 COPIES = 5
@@ -50,9 +51,10 @@ async def test_two_worker_processes_sharing_redis_run_each_handler_once(
                 for line in w.events("callback.handled")
             )
 
-        async with asyncio.timeout(60):
-            while outcomes("ok") + outcomes("duplicate") < CALLBACKS * COPIES * 2:
-                await asyncio.sleep(0.1)
+        await until(
+            lambda: outcomes("ok") + outcomes("duplicate") >= CALLBACKS * COPIES * 2, 60,
+            what="every copy accounted for",
+        )  # fmt: skip
         assert outcomes("ok") == CALLBACKS * 2
         assert outcomes("duplicate") == CALLBACKS * (COPIES - 1) * 2
         assert all(w.events("callback.handled") for w in workers), "both workers took a share"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from callback_sink.sink.settings import Settings
@@ -88,3 +89,43 @@ async def test_a_worker_still_waiting_for_its_broker_stops_on_sigterm(settings: 
     worker.process.send_signal(signal.SIGTERM)
     assert await exit_of(worker, within=15) == 0  # not the 120 s start-up timeout
     assert worker.events("worker.stopped_before_start")
+
+
+#: A refused login, vhost or database is reported after one attempt, never retried: the bound
+#: is the one connection attempt (answered in milliseconds by a live local server, capped at
+#: 5 s per node by design) plus the interpreter's start-up, far below the 60 s start-up
+#: timeout that a retried error would take.
+REFUSED_WITHIN = 10.0
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "reason"),
+    [
+        ("SINK_AMQP_URL", "amqp://guest:wrong-password@127.0.0.1:5672/", "ACCESS_REFUSED"),
+        ("SINK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/no-such-vhost", "virtual host"),
+        ("SINK_DEDUP_URL", "redis://no-such-user:wrong@127.0.0.1:6379/0", "WRONGPASS"),
+        ("SINK_DEDUP_URL", "redis://127.0.0.1:6379/999", "database number"),
+    ],
+    ids=["amqp-password", "amqp-vhost", "redis-password", "redis-db"],
+)
+async def test_a_refused_login_vhost_or_database_fails_at_once_naming_the_variable(
+    settings: Settings, redis_url: str, variable: str, url: str, reason: str
+) -> None:
+    env = {
+        "SINK_AMQP_URL": settings.amqp_url,
+        "SINK_DEDUP_URL": redis_url,
+        "SINK_TOPOLOGY_PREFIX": settings.topology_prefix,
+        "SINK_STARTUP_TIMEOUT_S": "60",
+        "SINK_WORKER_PORT": "0",
+        variable: url,
+    }
+    started = time.monotonic()
+    worker = await start(env)
+    assert await exit_of(worker, within=REFUSED_WITHIN) == 1
+    assert time.monotonic() - started < REFUSED_WITHIN
+    assert not worker.events("worker.waiting"), "a permanent error is not retried"
+    [line] = [text for text in plain_lines(worker) if text.startswith("callback-sink:")]
+    assert line.startswith("callback-sink: cannot start:")
+    assert variable in line and reason in line and "(not retried)" in line
+    assert "wrong-password" not in line
+    assert not any("Traceback" in text for text in plain_lines(worker))

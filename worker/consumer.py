@@ -5,7 +5,8 @@ decode → claim + dispatch (:mod:`worker.pipeline`) → decide (:mod:`worker.de
 settle (:mod:`worker.settle`, the one owner of every ack and nack).
 
 At start-up the worker waits for the broker and the dedup store (retrying with backoff for
-``SINK_STARTUP_TIMEOUT_S``), then awaits the handlers' ``@on_startup`` hooks, and only then
+``SINK_STARTUP_TIMEOUT_S``; a refused login or an unknown vhost or database is not retried),
+then awaits the handlers' ``@on_startup`` hooks, and only then
 consumes; any of these failing raises :class:`StartupError`: one line, a non-zero exit.
 
 The broker is the first node of ``SINK_AMQP_URL`` that answers; when that node dies the
@@ -33,20 +34,22 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from structlog.contextvars import bound_contextvars
 
 from callback_sink.handlers.registry import Registry
-from callback_sink.sink import logs
+from callback_sink.sink import headers, logs
 from callback_sink.sink.amqp import connect_any
 from callback_sink.sink.errors import DecodeError, DedupUnavailable, StartupError
 from callback_sink.sink.events import decode
 from callback_sink.sink.metrics import WorkerMetrics
+from callback_sink.sink.permanent import permanent
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology, declare
+from callback_sink.worker import single
 from callback_sink.worker.decide import Policy, decide
 from callback_sink.worker.dedup import DedupStore
 from callback_sink.worker.gate import Gate
 from callback_sink.worker.leases import Leases
 from callback_sink.worker.ordered import Partitions
 from callback_sink.worker.ordered import in_place as in_place_run
-from callback_sink.worker.pipeline import Outcome, Result, RunPolicy, dispatch
+from callback_sink.worker.pipeline import DeliveryResult, Result, RunPolicy, dispatch
 from callback_sink.worker.settle import Settler, delivery_of, settled_of
 
 log = logs.get("worker")
@@ -79,9 +82,20 @@ def run_policy_of(settings: Settings, registry: Registry, store: DedupStore) -> 
     )
 
 
+def replay_of(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """``replay: true`` and the dead reason it came from, for the log lines of a delivery that
+    ``dlq replay`` put back (and of its retries); nothing for any other delivery."""
+    found = message.headers or {}
+    if headers.REPLAYED not in found:
+        return {}
+    reason = found.get(headers.REPLAY_OF, "")
+    return {"replay": True, "replay_of": reason.decode() if isinstance(reason, bytes) else reason}
+
+
 async def with_retries(what: str, attempt: Callable[[], Awaitable[T]], patience: float) -> T:
     """``attempt()`` until it succeeds, with logged backoff, for at most ``patience`` seconds;
-    then :class:`StartupError` naming ``what`` and the last error."""
+    then :class:`StartupError` naming ``what`` and the last error. A permanent error (a refused
+    login, an unknown vhost or database: :mod:`sink.permanent`) raises at once."""
     timeout = patience
     deadline = time.monotonic() + timeout
     delay, cap = STARTUP_BACKOFF
@@ -89,6 +103,8 @@ async def with_retries(what: str, attempt: Callable[[], Awaitable[T]], patience:
         try:
             return await attempt()
         except (TimeoutError, OSError, AMQPError, DedupUnavailable) as exc:
+            if (reason := permanent(exc)) is not None:  # a setting to fix: waiting cannot help
+                raise StartupError(f"{what}: {reason} (not retried)") from None
             error = f"{type(exc).__name__}: {exc}"
             if time.monotonic() + delay > deadline:
                 raise StartupError(
@@ -129,6 +145,8 @@ class Worker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._pause_task: asyncio.Task[None] | None = None
         self._stopping = False
+        #: Set once the first consume passed its guard (:mod:`.single`): no run before it.
+        self._admitted = asyncio.Event()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -166,15 +184,18 @@ class Worker:
         for name in self.topology.partition_queues:  # ordered mode
             queue = await channel.get_queue(name, ensure=True)
             self._queues.append((queue, functools.partial(self._on_partition, name)))
-        await self._consume()
+        await self._consume_first()
         log.info(
             "worker.started",
             queue=self.topology.work_queue,
+            dedup=self.store.kind,
+            exclusive=self.store.single_consumer,
             partitions=self.topology.partitions,
             handlers=[h.name for h in self.registry.handlers],
             prefetch=self.settings.prefetch,
             concurrency=self.settings.concurrency,
         )
+        self._admitted.set()
 
     @property
     def consuming(self) -> bool:
@@ -184,6 +205,22 @@ class Worker:
     async def _consume(self) -> None:
         for queue, callback in self._queues:
             self._consumers.append((queue, await queue.consume(callback)))
+
+    async def _consume_first(self) -> None:
+        """The first consume, guarded: a memory:// worker is its queues' only consumer."""
+        assert self._connection is not None and self._channel is not None
+        queues = [queue for queue, _ in self._queues]
+        if self.store.single_consumer:
+            await single.acquire(self._channel, self.topology, queues)
+            await self._consume()
+            return
+        await single.check_unlocked(self._connection, self.topology)
+        await self._consume()
+        try:
+            await single.check_unlocked(self._connection, self.topology)
+        except StartupError:
+            await self._cancel()
+            raise
 
     async def _cancel(self) -> None:
         consumers, self._consumers = self._consumers, []
@@ -199,6 +236,7 @@ class Worker:
     async def stop(self) -> None:
         """Stop taking messages, let running handlers finish (bounded), then close."""
         self._stopping = True
+        self._admitted.set()  # waiting deliveries see _stopping and go back to the queue
         if self._pause_task is not None:
             self._pause_task.cancel()
             await asyncio.wait([self._pause_task])
@@ -229,6 +267,8 @@ class Worker:
         self._inflight.add(task)
         try:
             async with self._slots:
+                if not self._admitted.is_set():
+                    await self._admitted.wait()
                 if self._stopping:  # prefetched but not started: let another worker have it
                     assert self._settler is not None
                     await self._settler.requeue(message)
@@ -257,16 +297,17 @@ class Worker:
             return
         delivery = delivery_of(message)
 
-        async def run(settled: frozenset[str]) -> Outcome:
-            outcome = await dispatch(
+        async def run(settled: frozenset[str]) -> DeliveryResult:
+            ran = await dispatch(
                 event, self.registry.for_event(event.name), self.store, self._run_policy,
                 settled=settled,
             )  # fmt: skip
-            if outcome.store_unavailable:
-                self._store_unreachable(outcome)
-            return outcome
+            if ran.store_unavailable:
+                self._store_unreachable(ran)
+            return ran
 
-        with bound_contextvars(call_id=event.call_id, event_name=event.name):
+        context = {"call_id": event.call_id, "event_name": event.name, **replay_of(message)}
+        with bound_contextvars(**context):
             try:
                 if in_place:
                     final = await in_place_run(
@@ -276,20 +317,21 @@ class Worker:
                     if final is None:
                         await settler.requeue(message)
                         return
-                    outcome, delivery, decision = final
+                    ran, delivery, decision = final
                 else:
-                    outcome = await run(settled_of(message))
-                    decision = decide(outcome, delivery, self._policy)
+                    ran = await run(settled_of(message))
+                    decision = decide(ran, delivery, self._policy)
             except Exception as exc:  # a bug of ours: never leave the message unsettled
-                log.exception("callback.dispatch_failed", error=f"{type(exc).__name__}: {exc}")
+                log.error("callback.dispatch_failed", error_type=type(exc).__name__,
+                          error=str(exc), exc_info=exc)  # fmt: skip
                 await settler.requeue(message)
                 return
-            await settler.settle(message, outcome, delivery, decision)
+            await settler.settle(message, ran, delivery, decision)
 
-    def _store_unreachable(self, outcome: Outcome) -> None:
+    def _store_unreachable(self, ran: DeliveryResult) -> None:
         """Stop taking messages until the dedup store answers again (the message itself is
         settled as deferred: it comes back after a short delay, with what already ran)."""
-        error = next(str(r.error) for r in outcome.results if r.result is Result.UNAVAILABLE)
+        error = next(str(r.error) for r in ran.results if r.result is Result.UNAVAILABLE)
         log.error("dedup.unavailable", error=error)
         if self._pause_task is None or self._pause_task.done():
             self._pause_task = asyncio.create_task(self._pause_until_store_is_back())

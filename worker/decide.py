@@ -1,8 +1,8 @@
-"""decide: what becomes of a delivery, as a pure function of its outcome.
+"""decide: what becomes of a delivery, as a pure function of what its handlers did.
 
-:func:`decide` looks at what the handlers did (:class:`~worker.pipeline.Outcome`), at the
+:func:`decide` looks at what the handlers did (:class:`~worker.pipeline.DeliveryResult`), at the
 delivery's counters (:class:`Delivery`) and at the limits (:class:`Policy`), and answers with a
-:class:`Decision`: an optional dead letter, an optional republish (a retry, or a deferral that
+:class:`Settlement`: an optional dead letter, an optional republish (a retry, or a deferral that
 costs no attempt), and always an ack of the delivery itself. :mod:`worker.settle` carries it
 out; the testing kit (:mod:`callback_sink.testing`) and the unit tests call it without a broker.
 
@@ -26,8 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callback_sink.sink.errors import PermanentError, Retry
+from callback_sink.sink.outcomes import Outcome
 from callback_sink.sink.topology import delay_step
-from callback_sink.worker.pipeline import HandlerResult, Outcome, Result
+from callback_sink.worker.pipeline import DeliveryResult, HandlerResult, Result
 
 #: First delay of a deferral (another worker runs the handler, or the dedup store is down),
 #: growing by DEFER_GROWTH with every delivery up to the cap: the first few bounces come
@@ -54,7 +55,10 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetterPlan:
+    """The dead letter a settlement publishes (the dead copy itself is built by the
+    settler; :class:`~worker.dlq.DeadLetter` is one read back from the queue)."""
+
     #: ``permanent``, ``attempts-exhausted`` or ``delivery-limit``.
     reason: str
     #: The handlers this dead letter is for; a replay runs only these.
@@ -65,8 +69,10 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class Republish:
-    #: ``retry`` (a handler failed: next attempt) or ``defer`` (not run yet: same attempt).
-    kind: str
+    """The copy a settlement publishes to a delay queue, to come back later."""
+
+    #: ``retry`` (a handler failed: next attempt) or ``deferred`` (not run yet: same attempt).
+    kind: Outcome
     delay: float
     attempt: int
     #: The handlers that copy must still run (the rest are settled for it).
@@ -75,8 +81,11 @@ class Republish:
 
 
 @dataclass(frozen=True)
-class Decision:
-    dead_letter: DeadLetter | None = None
+class Settlement:
+    """What becomes of one delivery: :func:`decide` answers it, the settler carries it out
+    (and acks the delivery once its copies are confirmed)."""
+
+    dead_letter: DeadLetterPlan | None = None
     republish: Republish | None = None
     #: Set when the callId was bound to another kind of event: refused, nothing ran.
     forged_as: str | None = None
@@ -85,31 +94,49 @@ class Decision:
     def done(self) -> bool:
         return self.dead_letter is None and self.republish is None
 
+    def outcome_of(self, result: HandlerResult) -> Outcome:
+        """What became of one handler of the delivery this settles: a failure is a ``retry``
+        unless this settlement dead-letters it."""
+        if result.result is Result.FAILED:
+            dead = self.dead_letter
+            given_up = dead is not None and result.handler.name in dead.handlers
+            return Outcome.DEAD_LETTER if given_up else Outcome.RETRY
+        return _OUTCOMES[result.result]
 
-def decide(outcome: Outcome, delivery: Delivery, policy: Policy) -> Decision:
+
+#: The outcome of a handler's run that did not fail.
+_OUTCOMES = {
+    Result.OK: Outcome.OK,
+    Result.DUPLICATE: Outcome.DUPLICATE,
+    Result.BUSY: Outcome.DEFERRED,
+    Result.UNAVAILABLE: Outcome.DEFERRED,
+}
+
+
+def decide(ran: DeliveryResult, delivery: Delivery, policy: Policy) -> Settlement:
     """The fate of one delivery. Pure: no I/O, no clock."""
-    if outcome.forged_as is not None:
-        return Decision(forged_as=outcome.forged_as)
-    if outcome.over_budget:
-        return Decision(dead_letter=DeadLetter("delivery-limit", ()))
-    given_up = [f for f in outcome.failures if _gives_up(f, delivery.attempt, policy)]
-    retrying = [f for f in outcome.failures if f not in given_up]
-    waiting = [r for r in outcome.results if r.result in (Result.BUSY, Result.UNAVAILABLE)]
+    if ran.forged_as is not None:
+        return Settlement(forged_as=ran.forged_as)
+    if ran.over_budget:
+        return Settlement(dead_letter=DeadLetterPlan("delivery-limit", ran.pending))
+    given_up = [f for f in ran.failures if _gives_up(f, delivery.attempt, policy)]
+    retrying = [f for f in ran.failures if f not in given_up]
+    waiting = [r for r in ran.results if r.result in (Result.BUSY, Result.UNAVAILABLE)]
     dead = None
     if given_up:
         permanent = any(_permanent(f) for f in given_up)
         reason = "permanent" if permanent else "attempts-exhausted"
-        dead = DeadLetter(reason, _names(given_up), tuple(given_up))
+        dead = DeadLetterPlan(reason, _names(given_up), tuple(given_up))
     republish = None
     if retrying:
         delay = _retry_delay(delivery.attempt, retrying, policy.retry_delays)
         handlers = _names([*retrying, *waiting])
-        republish = Republish("retry", delay, delivery.attempt + 1, handlers, tuple(retrying))
+        republish = Republish(Outcome.RETRY, delay, delivery.attempt + 1, handlers, tuple(retrying))
     elif waiting:
         grown = min(DEFER_DELAY * DEFER_GROWTH ** (delivery.deliveries - 1), DEFER_DELAY_CAP)
         delay = delay_step(grown)
-        republish = Republish("defer", delay, delivery.attempt, _names(waiting))
-    return Decision(dead_letter=dead, republish=republish)
+        republish = Republish(Outcome.DEFERRED, delay, delivery.attempt, _names(waiting))
+    return Settlement(dead_letter=dead, republish=republish)
 
 
 def attempts_of(result: HandlerResult, policy: Policy) -> int:

@@ -77,6 +77,12 @@ class Claims:
 
 
 class DedupStore(Protocol):
+    #: What ``worker.started`` names as the store in use (``memory`` or ``redis``).
+    kind: str
+    #: The marks are visible to this process alone: its worker must be the only consumer of
+    #: its queues, or a callback delivered twice could run once in each worker.
+    single_consumer: bool
+
     async def claim(self, key: str, handler: str, lease: float) -> Claim:
         """Atomically take the right to run ``handler`` for callback ``key``."""
 
@@ -103,6 +109,9 @@ class DedupStore(Protocol):
 
 class MemoryStore:
     """Dedup marks in this process's memory: the default, for one worker process."""
+
+    kind = "memory"
+    single_consumer = True
 
     def __init__(self) -> None:
         self._marks: dict[tuple[str, str], tuple[str, float]] = {}

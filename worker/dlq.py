@@ -3,13 +3,25 @@
 Dead letters are read one at a time with ``basic.get`` and held unacknowledged on the broker
 while they are looked at, so a scan of any length keeps one message in this process's memory
 and never sees one twice; those not replayed or purged go back to the queue, in their order,
-when the connection closes (a return, not a reject: it counts against no delivery limit).
+when the connection closes.
+
+Looking is not free of side effects, and no read of a quorum queue is: the broker counts
+every delivery of a message in its ``x-delivery-count`` (RabbitMQ 3.x counts this return on
+close too; a get followed by a nack with requeue, or a consume then a cancel, would count
+the same). So ``list`` and ``show`` bump that count on every dead letter they scan, and it is
+made harmless instead: the dead-letter queue is declared without a delivery limit (it has no
+dead-letter route of its own, so a limit would drop letters; checked on RabbitMQ 3.10, where
+a letter looked at more often than any work queue's limit stays), nothing reads the count,
+:class:`DeadLetter` leaves it out of what it shows (two looks show the same text), and a
+replayed copy starts with a fresh one (the broker sets it on each delivery of the copy).
 
 Nothing is declared: the queues are looked up passively, so a mistyped prefix fails with
 :class:`NoDeadLetterQueue` instead of creating an empty topology. A replayed dead letter is
 republished (confirmed) to the work queue with its attempt count reset and its
-``x-sink-settled`` list kept, so only the handlers that failed run again; only after the
-broker confirmed the copy is the dead letter acked. Interrupted at any point, a replay loses
+``x-sink-settled`` list kept, so only the handlers that failed run again, and stamped
+``x-sink-replayed`` (when) and ``x-sink-replay-of`` (the dead reason it came from): the
+worker's log lines for that run say ``replay: true``. Only after the broker confirmed the
+copy is the dead letter acked. Interrupted at any point, a replay loses
 nothing; at worst one callback is both replayed and still dead, and dedup absorbs the
 second replay.
 """
@@ -37,8 +49,10 @@ from callback_sink.worker.settle import copy_of, now_iso
 #: Failure headers dropped from a replayed copy: the replay starts a fresh attempt count.
 _RESET = (
     headers.ATTEMPT, headers.DELIVERIES, headers.DEAD_REASON, headers.FIRST_FAILURE,
-    headers.LAST_FAILURE,
+    headers.LAST_FAILURE, headers.BROKER_DELIVERY_COUNT,
 )  # fmt: skip
+#: Headers the broker changes each time a dead letter is looked at: not part of the letter.
+_BROKER_OWNED = frozenset({headers.BROKER_DELIVERY_COUNT, "x-acquired-count"})
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,8 @@ class DeadLetter:
 
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
-        h = {k: _text(v) if isinstance(v, bytes) else v for k, v in (message.headers or {}).items()}
+        found = message.headers or {}
+        h = {k: _decoded(v) for k, v in found.items() if k not in _BROKER_OWNED}
         error = f"{h.get(headers.ERROR_TYPE, '?')}: {h.get(headers.ERROR, '')}"
         attempts = h.get(headers.ATTEMPT, 1)
         return cls(
@@ -199,7 +214,8 @@ class DeadLetters:
         return done
 
     async def _republish(self, message: AbstractIncomingMessage) -> None:
-        copy = copy_of(message, {headers.REPLAYED: now_iso()})
+        stamp = {headers.REPLAYED: now_iso(), headers.REPLAY_OF: DeadLetter.of(message).reason}
+        copy = copy_of(message, stamp)
         for key in _RESET:
             copy.headers.pop(key, None)
         await self._channel.default_exchange.publish(copy, routing_key=self._topology.work_queue)
@@ -216,8 +232,15 @@ async def _existing(channel: AbstractChannel, name: str, what: str) -> AbstractQ
         ) from None
 
 
-def _text(value: bytes) -> str:
-    return value.decode(errors="replace")
+def _decoded(value: Any) -> Any:
+    """A header value with its AMQP byte strings as text, nested ones too (``x-death``)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, list | tuple):
+        return [_decoded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decoded(v) for k, v in value.items()}
+    return value
 
 
 def callback_of(letter: DeadLetter) -> Any:
@@ -244,18 +267,27 @@ def as_dict(letter: DeadLetter, *, body: bool = True) -> dict[str, Any]:
         "last_failure": letter.last_failure or None,
     }
     if body:
-        fields["headers"] = {k: v for k, v in letter.headers.items() if _plain(v)}
+        fields["headers"] = orjson.loads(_json(letter.headers))
         fields["callback"] = callback_of(letter)
     return fields
 
 
-def _plain(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
+def _json(value: Any) -> bytes:
+    """JSON of a header value: AMQP timestamps as ISO text, anything stranger as its text."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS)
 
 
 def render(letter: DeadLetter) -> str:
-    """``dlq show``: the failure headers, then the callback as indented JSON (signature hidden)."""
+    """``dlq show``: the headers, one per line (a nested one as JSON; a multi-line one, like a
+    traceback, indented below its name), then the callback as indented JSON (signature
+    hidden). Never a Python ``repr``."""
     doc = callback_of(letter)
     body = doc if isinstance(doc, str) else orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-    lines = [f"{k}: {v}" for k, v in sorted(letter.headers.items())]
+    lines = []
+    for key, value in sorted(letter.headers.items()):
+        if isinstance(value, str) and "\n" in value:
+            lines += [f"{key}:", *(f"    {line}" for line in value.rstrip("\n").splitlines())]
+        else:
+            text = value if isinstance(value, str) else _json(value).decode()
+            lines.append(f"{key}: {text}")
     return "\n".join([*lines, "", body])

@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from callback_sink.worker.decide import Decision, Delivery, Policy, decide
-from callback_sink.worker.pipeline import Outcome
+from callback_sink.worker.decide import Delivery, Policy, Settlement, decide
+from callback_sink.worker.pipeline import DeliveryResult
 from callback_sink.worker.settle import Settler, retry_settled
 
-Run = Callable[[frozenset[str]], Awaitable[Outcome]]
+Run = Callable[[frozenset[str]], Awaitable[DeliveryResult]]
 
 
 class Partitions:
@@ -43,21 +43,21 @@ async def in_place(
     policy: Policy,
     settler: Settler,
     stopping: Callable[[], bool],
-) -> tuple[Outcome, Delivery, Decision] | None:
-    """Run the callback until nothing is left to retry or wait for; the final outcome to
+) -> tuple[DeliveryResult, Delivery, Settlement] | None:
+    """Run the callback until nothing is left to retry or wait for; the final run to
     settle, or None when the worker is stopping meanwhile (hand the message back: it stays
     first in its partition)."""
     while True:
-        outcome = await run(settled)
-        decision = decide(outcome, delivery, policy)
+        ran = await run(settled)
+        decision = decide(ran, delivery, policy)
         plan = decision.republish
         if plan is None:
-            return outcome, delivery, decision
-        await settler.interim(message, outcome, delivery, decision)
+            return ran, delivery, decision
+        await settler.interim(message, ran, delivery, decision)
         if stopping():
             return None
         await asyncio.sleep(plan.delay)
         if stopping():
             return None
-        settled = retry_settled(outcome, decision)
+        settled = retry_settled(ran, decision)
         delivery = Delivery(plan.attempt, delivery.deliveries + 1)

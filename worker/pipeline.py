@@ -4,8 +4,8 @@ Every subscribed handler not already settled is claimed in one round trip
 (:meth:`DedupStore.claim_all`, which also binds the callId to its kind of event), then run one
 after another under its own time-out and concurrency cap while the worker's
 :class:`~worker.leases.Leases` renews the claims it holds. :mod:`worker.decide` turns the
-:class:`Outcome` into ack / retry / dead-letter, and :mod:`worker.settle` carries that out.
-Handlers never see the AMQP message.
+:class:`DeliveryResult` into ack / retry / dead-letter, and :mod:`worker.settle` carries that
+out. Handlers never see the AMQP message.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ DONE_PATIENCE = 0.9
 
 
 class Result(enum.Enum):
+    """How one handler's run went, before :mod:`worker.decide` turns a failure into a
+    ``retry`` or a ``dead_letter`` (:class:`~sink.outcomes.DeliveryResult`)."""
+
     OK = "ok"
     DUPLICATE = "duplicate"
     FAILED = "failed"
@@ -48,7 +51,9 @@ class HandlerResult:
 
 
 @dataclass
-class Outcome:
+class DeliveryResult:
+    """What the handlers did with one delivery of a callback."""
+
     event: Event
     settled_before: frozenset[str] = frozenset()
     results: list[HandlerResult] = field(default_factory=list)
@@ -58,6 +63,9 @@ class Outcome:
     runs: int = 0
     #: True when starting handlers again would pass ``SINK_MAX_DELIVERIES``: nothing ran.
     over_budget: bool = False
+    #: The handlers this delivery was to run (subscribed, not settled before); when it is
+    #: forged or over budget, those that did not run because of it.
+    pending: tuple[str, ...] = ()
 
     @property
     def settled(self) -> frozenset[str]:
@@ -101,7 +109,7 @@ async def dispatch(
     policy: RunPolicy,
     *,
     settled: frozenset[str] = frozenset(),
-) -> Outcome:
+) -> DeliveryResult:
     """Claim and run every subscribed handler not already ``settled``, one after another.
 
     ``settled`` names the handlers an earlier delivery of this very message saw done (or
@@ -109,8 +117,8 @@ async def dispatch(
     cannot be reached nothing runs (without a claim it may not): every handler is reported
     ``UNAVAILABLE`` and the message, carrying what did run, comes back later.
     """
-    outcome = Outcome(event, settled)
     pending = [h for h in handlers if h.name not in settled]
+    ran = DeliveryResult(event, settled, pending=tuple(h.name for h in pending))
     try:
         found = await store.claim_all(
             ClaimRequest(
@@ -119,15 +127,15 @@ async def dispatch(
             )
         )  # fmt: skip
     except DedupUnavailable as exc:
-        outcome.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]
-        return outcome
+        ran.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]
+        return ran
     if found.bound_kind != event.kind:
-        outcome.forged_as = found.bound_kind
-        return outcome
-    outcome.runs = found.runs
+        ran.forged_as = found.bound_kind
+        return ran
+    ran.runs = found.runs
     if found.over_budget(policy.max_runs):
-        outcome.over_budget = True
-        return outcome
+        ran.over_budget = True
+        return ran
     leases, key = policy.leases, event.dedup_key
     held = {h.name: c for h, c in zip(pending, found.claims, strict=True) if c.token}
     for name, claim in held.items():
@@ -135,14 +143,14 @@ async def dispatch(
     try:
         for handler, claim in zip(pending, found.claims, strict=True):
             if claim.state is State.DONE:
-                outcome.results.append(HandlerResult(handler, Result.DUPLICATE))
+                ran.results.append(HandlerResult(handler, Result.DUPLICATE))
             elif claim.state is State.BUSY:
-                outcome.results.append(HandlerResult(handler, Result.BUSY))
+                ran.results.append(HandlerResult(handler, Result.BUSY))
             else:
                 result = await _run_one(event, handler, store, claim, policy)
                 held.pop(handler.name, None)
                 leases.drop(key, handler.name)
-                outcome.results.append(result)
+                ran.results.append(result)
     finally:
         # Whatever stopped us early (shutdown, SystemExit from a handler), the claims not run
         # must not wait out their lease before another worker may take them.
@@ -150,7 +158,7 @@ async def dispatch(
             held.pop(name)
             leases.drop(key, name)
             await _release_quietly(store, event, name, claim)
-    return outcome
+    return ran
 
 
 async def _run_one(
@@ -214,7 +222,8 @@ async def _mark_done(
             return
         except DedupUnavailable as exc:
             if time.monotonic() + delay > deadline:
-                log.error("dedup.mark_lost", handler=handler.name, error=str(exc))
+                log.error("dedup.mark_lost", handler=handler.name, error_type=type(exc).__name__,
+                          error=str(exc), exc_info=exc)  # fmt: skip
                 return
             log.warning("dedup.mark_retry", handler=handler.name, error=str(exc))
             await asyncio.sleep(delay)

@@ -76,6 +76,9 @@ _STATES = {b"claimed": State.CLAIMED, b"done": State.DONE, b"busy": State.BUSY}
 class RedisStore:
     """Dedup marks in Redis, shared by every worker: ``SET NX PX`` claims, Lua settles."""
 
+    kind = "redis"
+    single_consumer = False
+
     def __init__(self, url: str, prefix: str) -> None:
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10

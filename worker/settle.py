@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from typing import Any
 
 import aio_pika
@@ -22,16 +23,15 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from callback_sink.sink import headers, logs
 from callback_sink.sink.errors import DecodeError
 from callback_sink.sink.metrics import WorkerMetrics
+from callback_sink.sink.outcomes import LEVELS, Outcome
 from callback_sink.sink.topology import Topology, declare_delay
-from callback_sink.worker.decide import Decision, Delivery, Republish
-from callback_sink.worker.pipeline import HandlerResult, Outcome, Result
+from callback_sink.worker.decide import Delivery, Republish, Settlement
+from callback_sink.worker.pipeline import DeliveryResult, HandlerResult, Result
 
 log = logs.get("worker")
 
 #: Longest error message kept in a dead letter's headers.
 MAX_ERROR_CHARS = 500
-#: ``callback.handled`` outcomes as counted in ``callback_sink_worker_handled_total``.
-METRIC_OUTCOMES = {"ok": "ok", "duplicate": "duplicate", "failed": "retry", "dead": "dead_letter"}
 #: What a failed settle step can raise when the channel went away under it.
 CHANNEL_ERRORS = (AMQPError, ChannelInvalidStateError, RuntimeError)
 
@@ -52,33 +52,34 @@ class Settler:
     async def settle(
         self,
         message: AbstractIncomingMessage,
-        outcome: Outcome,
+        ran: DeliveryResult,
         delivery: Delivery,
-        decision: Decision,
+        decision: Settlement,
     ) -> None:
         """Carry out ``decision``; on any failure hand the message back (never hold it)."""
         try:
-            await self.interim(message, outcome, delivery, decision)
+            await self.interim(message, ran, delivery, decision)
             if decision.republish is not None:
-                await self._republish(message, outcome, delivery, decision.republish, decision)
+                await self._republish(message, ran, delivery, decision.republish, decision)
             await message.ack()
         except Exception as exc:
-            log.warning("callback.settle_failed", error=f"{type(exc).__name__}: {exc}")
+            log.warning("callback.settle_failed", error_type=type(exc).__name__, error=_text(exc),
+                        exc_info=exc)  # fmt: skip
             await self.requeue(message)
 
     async def interim(
         self,
         message: AbstractIncomingMessage,
-        outcome: Outcome,
+        ran: DeliveryResult,
         delivery: Delivery,
-        decision: Decision,
+        decision: Settlement,
     ) -> None:
         """Log this round and dead-letter the handlers that gave up. :meth:`settle` goes on to
         republish and ack; ordered mode calls this alone between two rounds of one delivery
         (the rest is retried in place, not republished)."""
-        log_outcome(outcome, delivery, decision, self._metrics)
+        log_outcome(ran, delivery, decision, self._metrics)
         if decision.dead_letter is not None:
-            await self._dead_letter(message, outcome, delivery, decision)
+            await self._dead_letter(message, ran, delivery, decision)
 
     async def requeue(self, message: AbstractIncomingMessage) -> None:
         """Hand the delivery back to the broker (it counts toward the delivery budget). If the
@@ -88,7 +89,8 @@ class Settler:
 
     async def undecodable(self, message: AbstractIncomingMessage, error: DecodeError) -> None:
         """A message that is not a callback: dead-letter it at once, never requeue it."""
-        log.error("callback.undecodable", message_id=message.message_id, error=str(error))
+        log.error("callback.undecodable", message_id=message.message_id, error_type="DecodeError",
+                  error=str(error))  # fmt: skip
         extra = {headers.ERROR_TYPE: "DecodeError", headers.ERROR: _text(error),
                  headers.LAST_FAILURE: now_iso(), headers.DEAD_REASON: "undecodable"}  # fmt: skip
         try:
@@ -103,9 +105,9 @@ class Settler:
     async def _dead_letter(
         self,
         message: AbstractIncomingMessage,
-        outcome: Outcome,
+        ran: DeliveryResult,
         delivery: Delivery,
-        decision: Decision,
+        decision: Settlement,
     ) -> None:
         dead = decision.dead_letter
         assert dead is not None
@@ -114,26 +116,27 @@ class Settler:
         others = decision.republish.handlers if decision.republish else ()
         extra = {
             **_failure_headers(message, dead.failures),
-            headers.SETTLED: _joined(outcome.settled | set(others)),
+            headers.SETTLED: _joined(ran.settled | set(others)),
             headers.ATTEMPT: delivery.attempt,
             headers.DELIVERIES: delivery.deliveries,
             headers.DEAD_REASON: dead.reason,
         }
-        if not dead.failures:
+        if not dead.failures:  # a crash loop: the handlers it kept from running
             extra[headers.LAST_FAILURE] = now_iso()
+            extra[headers.FAILED_HANDLERS] = ",".join(dead.handlers)
         await self._publish_dead(message, extra)
 
     async def _republish(
         self,
         message: AbstractIncomingMessage,
-        outcome: Outcome,
+        ran: DeliveryResult,
         delivery: Delivery,
         plan: Republish,
-        decision: Decision,
+        decision: Settlement,
     ) -> None:
         extra = {
             **(_failure_headers(message, plan.failures) if plan.failures else {}),
-            headers.SETTLED: _joined(retry_settled(outcome, decision)),
+            headers.SETTLED: _joined(retry_settled(ran, decision)),
             headers.ATTEMPT: plan.attempt,
             headers.DELIVERIES: delivery.deliveries,
         }
@@ -156,52 +159,68 @@ class Settler:
         )
 
 
-def retry_settled(outcome: Outcome, decision: Decision) -> frozenset[str]:
+def retry_settled(ran: DeliveryResult, decision: Settlement) -> frozenset[str]:
     """The handlers a retry or deferral copy skips: those settled by now, and those this
     decision dead-lettered (their dead letter owns them: a replay runs them, not the copy)."""
     given_up = decision.dead_letter.handlers if decision.dead_letter else ()
-    return outcome.settled | frozenset(given_up)
+    return ran.settled | frozenset(given_up)
 
 
 def log_outcome(
-    outcome: Outcome, delivery: Delivery, decision: Decision, metrics: WorkerMetrics | None = None
+    ran: DeliveryResult,
+    delivery: Delivery,
+    decision: Settlement,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
-    """One ``callback.handled`` line per handler: ``ok``, ``duplicate``, ``failed`` (will be
-    retried) or ``dead``; deferrals at debug; a forgery or an exhausted budget at error.
-    Each is counted in ``metrics`` too (``retry``, ``dead_letter``, ``deferred``)."""
-    metrics = metrics or _UNCOUNTED
-    event = outcome.event
+    """One ``callback.handled`` line per handler, its ``outcome`` (:class:`~sink.outcomes.Outcome`)
+    at that outcome's level (:data:`~sink.outcomes.LEVELS`): ``ok`` and ``duplicate`` at info,
+    ``retry`` at warning and ``dead_letter`` at error (both with the traceback); ``deferred``
+    is its own ``callback.deferred`` line at debug (the handler's ``callback.handled`` line
+    comes when it runs). A forgery is one ``callback.forged`` warning, a crash loop one
+    ``callback.delivery_limit`` error. Each is counted in ``metrics`` under the same name."""
+    metrics = metrics or _uncounted()
+    event = ran.event
+    about = {"call_id": event.call_id, "event_name": event.name}
     if decision.forged_as is not None:
-        log.error("callback.forged", call_id=event.call_id, event_name=event.name,
-                  first_seen_as=decision.forged_as)  # fmt: skip
+        _log(Outcome.FORGED, "callback.forged", **about, first_seen_as=decision.forged_as,
+             handlers=list(ran.pending))  # fmt: skip
+        for name in ran.pending:
+            metrics.handled(name, Outcome.FORGED)
         return
     dead = decision.dead_letter
     if dead is not None and dead.reason == "delivery-limit":
-        log.error("callback.delivery_limit", call_id=event.call_id, event_name=event.name,
-                  deliveries=delivery.deliveries)  # fmt: skip
-        for handler in dead.handlers:
-            metrics.handled(handler, "dead_letter")
-    dead_names = set(dead.handlers) if dead else set()
-    for r in outcome.results:
-        if r.result in (Result.BUSY, Result.UNAVAILABLE):
-            log.debug("callback.deferred", handler=r.handler.name, reason=r.result.value)
-            metrics.handled(r.handler.name, "deferred")
+        _log(Outcome.DEAD_LETTER, "callback.delivery_limit", **about,
+             deliveries=delivery.deliveries, handlers=list(dead.handlers))  # fmt: skip
+        for name in dead.handlers:
+            metrics.handled(name, Outcome.DEAD_LETTER)
+    for r in ran.results:
+        outcome = decision.outcome_of(r)
+        metrics.handled(r.handler.name, outcome)
+        if outcome is Outcome.DEFERRED:  # not run: its own line, the run's line comes later
+            _log(outcome, "callback.deferred", **about, handler=r.handler.name,
+                 reason=r.result.value)  # fmt: skip
             continue
         fields: dict[str, Any] = {}
-        if r.error is not None:
-            fields = {"error_type": type(r.error).__name__, "error": _text(r.error)}
-        failed = r.result is Result.FAILED
-        name = "dead" if failed and r.handler.name in dead_names else r.result.value
-        metrics.handled(r.handler.name, METRIC_OUTCOMES.get(name, name))
+        if r.result is Result.FAILED and r.error is not None:
+            fields = {"error_type": type(r.error).__name__, "error": _text(r.error),
+                      "exc_info": r.error}  # fmt: skip
         if r.result is not Result.DUPLICATE:
             metrics.ran(r.handler.name, r.duration_ms / 1000)
-        log.info("callback.handled", call_id=event.call_id, event_name=event.name,
-                 handler=r.handler.name, outcome=name, duration_ms=r.duration_ms,
-                 attempt=delivery.attempt, **fields)  # fmt: skip
+        _log(outcome, "callback.handled", **about, handler=r.handler.name,
+             duration_ms=r.duration_ms, attempt=delivery.attempt, **fields)  # fmt: skip
 
 
-#: Where the counts go when nobody asked for them (the testing kit, unit tests).
-_UNCOUNTED = WorkerMetrics()
+def _log(outcome: Outcome, event: str, **fields: Any) -> None:
+    """``event`` with its ``outcome`` field, at that outcome's level."""
+    getattr(log, LEVELS[outcome])(event, outcome=outcome.value, **fields)
+
+
+@functools.cache
+def _uncounted() -> WorkerMetrics:
+    """Where the counts go when nobody asked for them (the testing kit, unit tests). Built
+    on first use, never at import: in multiprocess mode a worker gauge, once built, is
+    exported by the process that built it, and the ingress imports this module too."""
+    return WorkerMetrics()
 
 
 def delivery_of(message: AbstractIncomingMessage) -> Delivery:
@@ -250,6 +269,7 @@ def _failure_headers(
         headers.FAILED_HANDLERS: ",".join(f.handler.name for f in failures),
         headers.ERROR_TYPE: type(first).__name__,
         headers.ERROR: _text(first),
+        headers.TRACEBACK: logs.traceback_of(first, logs.TRACEBACK_HEADER_CHARS) if first else "",
         headers.FIRST_FAILURE: (message.headers or {}).get(headers.FIRST_FAILURE, stamp),
         headers.LAST_FAILURE: stamp,
     }

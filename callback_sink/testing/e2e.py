@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -31,6 +30,7 @@ from callback_sink.sink.events import Event, decode
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology, delay_steps_ms, delete
 from callback_sink.testing.events import make_body, sign_event
+from callback_sink.testing.ports import free_port
 from callback_sink.testing.tester import HandlerRef, HandlerSource, handler_name, registry_of
 from callback_sink.worker.consumer import Worker
 from callback_sink.worker.dedup import MemoryStore
@@ -70,7 +70,7 @@ class RunningSink:
         defaults: dict[str, Any] = {
             "topology_prefix": f"sink-e2e-{uuid.uuid4().hex[:12]}",
             "host": "127.0.0.1",
-            "port": _free_port(),
+            "port": free_port(),
             "secrets": (uuid.uuid4().hex,),
             "spool_dir": tempfile.mkdtemp(prefix="sink-e2e-spool-"),
             "dedup_url": "memory://",
@@ -201,10 +201,3 @@ async def _delete_topology(settings: Settings) -> None:
             await delete(await connection.channel(), Topology.of(settings), delays)
         finally:
             await connection.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

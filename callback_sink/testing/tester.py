@@ -14,7 +14,7 @@ attempt and the handlers settled for it (:func:`~worker.settle.retry_settled`).
 
 from __future__ import annotations
 
-import enum
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from types import ModuleType
@@ -22,13 +22,14 @@ from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
-from callback_sink.handlers.registry import Handler, Registry, load
+from callback_sink.handlers.registry import _NAME_MARK, Handler, Registry, load
 from callback_sink.sink.events import Event
+from callback_sink.sink.outcomes import Outcome
 from callback_sink.sink.settings import Settings
 from callback_sink.worker.consumer import policy_of, run_policy_of
-from callback_sink.worker.decide import DeadLetter, Decision, Delivery, decide
+from callback_sink.worker.decide import DeadLetterPlan, Delivery, Settlement, decide
 from callback_sink.worker.dedup import MemoryStore
-from callback_sink.worker.pipeline import Outcome, Result, dispatch
+from callback_sink.worker.pipeline import DeliveryResult, dispatch
 from callback_sink.worker.settle import log_outcome, retry_settled
 
 #: What names a handler in a report: its ``module.function`` name, a :class:`Handler`, or the
@@ -38,29 +39,21 @@ HandlerRef = str | Handler | Callable[..., Any]
 HandlerSource = str | ModuleType | Handler
 
 
-class Verdict(enum.StrEnum):
-    """What became of one handler in one delivery of a callback."""
-
-    HANDLED = "handled"  # it ran and succeeded: its done mark is set
-    DUPLICATE = "duplicate"  # it had already succeeded for this callback: skipped
-    RETRY = "retry"  # it failed: the callback comes back after ``delay`` as the next attempt
-    DEAD = "dead"  # it failed for good: dead-lettered (``reason``, ``error``)
-    DEFERRED = "deferred"  # not run: another claim holds it (in a worker it comes back later)
-
-
 @dataclass(frozen=True)
 class Step:
     """One handler in one delivery."""
 
     handler: str
-    verdict: Verdict
+    #: What became of it: ``ok``, ``duplicate``, ``retry``, ``dead_letter`` or ``deferred``,
+    #: the names of the worker's ``callback.handled`` lines and metrics.
+    outcome: Outcome
     #: The attempt this delivery was (1 for the first).
     attempt: int
     #: ``retry`` / ``deferred``: seconds until the copy comes back (the delay queue's tier).
     delay: float | None = None
-    #: ``dead``: ``permanent``, ``attempts-exhausted`` or ``delivery-limit``.
+    #: ``dead_letter``: ``permanent``, ``attempts-exhausted`` or ``delivery-limit``.
     reason: str | None = None
-    #: What the handler raised (``retry`` and ``dead``).
+    #: What the handler raised (``retry`` and ``dead_letter``).
     error: BaseException | None = None
 
 
@@ -70,14 +63,14 @@ class CallbackReport:
 
     event: Event
     steps: list[Step] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[Settlement] = field(default_factory=list)
 
     @property
     def deliveries(self) -> int:
         return len(self.decisions)
 
     @property
-    def dead_letters(self) -> list[DeadLetter]:
+    def dead_letters(self) -> list[DeadLetterPlan]:
         return [d.dead_letter for d in self.decisions if d.dead_letter is not None]
 
     @property
@@ -85,33 +78,21 @@ class CallbackReport:
         """The kind this callId was first seen as, when this callback claimed another."""
         return self.decisions[-1].forged_as if self.decisions else None
 
-    def verdicts(self, handler: HandlerRef | None = None) -> list[Verdict]:
-        """The verdicts of ``handler`` (of every handler if ``None``), in order."""
-        return [s.verdict for s in _of(self.steps, handler)]
+    def outcomes(self, handler: HandlerRef | None = None) -> list[Outcome]:
+        """The outcomes of ``handler`` (of every handler if ``None``), in order."""
+        return [s.outcome for s in _of(self.steps, handler)]
 
-    def _record(self, outcome: Outcome, delivery: Delivery, decision: Decision) -> None:
+    def _record(self, ran: DeliveryResult, delivery: Delivery, decision: Settlement) -> None:
         self.decisions.append(decision)
         dead, plan = decision.dead_letter, decision.republish
-        for r in outcome.results:
-            name, verdict = r.handler.name, _VERDICTS[r.result]
-            step = Step(name, verdict, delivery.attempt)
-            if dead is not None and verdict is Verdict.RETRY and name in dead.handlers:
-                step = replace(step, verdict=Verdict.DEAD, reason=dead.reason, error=r.error)
-            elif verdict in (Verdict.RETRY, Verdict.DEFERRED) and plan is not None:
+        for r in ran.results:
+            outcome = decision.outcome_of(r)  # the worker's own naming of it
+            step = Step(r.handler.name, outcome, delivery.attempt)
+            if outcome is Outcome.DEAD_LETTER and dead is not None:
+                step = replace(step, reason=dead.reason, error=r.error)
+            elif outcome in (Outcome.RETRY, Outcome.DEFERRED) and plan is not None:
                 step = replace(step, delay=plan.delay, error=r.error)
             self.steps.append(step)
-
-
-#: ``Republish.kind`` of a copy that costs no attempt: the handler did not run.
-DEFER = "defer"
-
-_VERDICTS = {
-    Result.OK: Verdict.HANDLED,
-    Result.DUPLICATE: Verdict.DUPLICATE,
-    Result.FAILED: Verdict.RETRY,  # or DEAD: decided by the decision's dead letter
-    Result.BUSY: Verdict.DEFERRED,
-    Result.UNAVAILABLE: Verdict.DEFERRED,
-}
 
 
 @dataclass
@@ -120,16 +101,28 @@ class Report:
 
     callbacks: list[CallbackReport]
 
-    def verdicts(self, handler: HandlerRef | None = None) -> list[Verdict]:
-        """``handler``'s verdicts (every handler's if ``None``) over all callbacks, in order:
-        ``["handled"]``, ``["retry", "handled"]``, ``["handled", "duplicate"]`` …"""
-        return [s.verdict for s in self.steps(handler)]
+    def outcomes(self, handler: HandlerRef | None = None) -> list[Outcome]:
+        """``handler``'s outcomes (every handler's if ``None``) over all callbacks, in order:
+        ``["ok"]``, ``["retry", "ok"]``, ``["ok", "duplicate"]``, ``["retry", "dead_letter"]`` …
+        (the ``outcome`` of the worker's ``callback.handled`` lines)."""
+        return [s.outcome for s in self.steps(handler)]
+
+    def verdicts(self, handler: HandlerRef | None = None) -> list[Outcome]:
+        """Deprecated: :meth:`outcomes` (the names are the worker's now: ``ok`` for what was
+        ``handled``, ``dead_letter`` for ``dead``)."""
+        warnings.warn(
+            "Report.verdicts() is deprecated: use Report.outcomes(), which names outcomes as "
+            "the worker's logs and metrics do ('ok', 'duplicate', 'retry', 'dead_letter')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.outcomes(handler)
 
     def steps(self, handler: HandlerRef | None = None) -> list[Step]:
         return _of([s for c in self.callbacks for s in c.steps], handler)
 
     @property
-    def dead_letters(self) -> list[DeadLetter]:
+    def dead_letters(self) -> list[DeadLetterPlan]:
         return [d for c in self.callbacks for d in c.dead_letters]
 
 
@@ -207,26 +200,28 @@ class SinkTester:
         delivery, settled = Delivery(), frozenset[str]()
         with bound_contextvars(call_id=event.call_id, event_name=event.name):
             while True:
-                outcome = await dispatch(
-                    event, handlers, self.store, self._run_policy, settled=settled
-                )
-                decision = decide(outcome, delivery, self._policy)
-                log_outcome(outcome, delivery, decision)
-                report._record(outcome, delivery, decision)
+                ran = await dispatch(event, handlers, self.store, self._run_policy, settled=settled)
+                decision = decide(ran, delivery, self._policy)
+                log_outcome(ran, delivery, decision)
+                report._record(ran, delivery, decision)
                 plan = decision.republish
-                if plan is None or plan.kind == DEFER:
+                if plan is None or plan.kind is Outcome.DEFERRED:
                     # A deferral waits for a claim held elsewhere: in a tester nothing
                     # else holds one, so following it would only spin.
                     return report
                 # The copy carries the next attempt and its settled handlers; the broker
                 # delivering it is one more delivery.
                 delivery = Delivery(plan.attempt, delivery.deliveries + 1)
-                settled = retry_settled(outcome, decision)
+                settled = retry_settled(ran, decision)
 
 
-def registry_of(handlers: Sequence[HandlerSource], use_entry_points: bool | None) -> Registry:
+def registry_of(
+    handlers: Sequence[HandlerSource] = (), use_entry_points: bool | None = None
+) -> Registry:
     """A registry as the worker loads it: modules by path (and entry points; by default only
-    when no handler is given), plus any ready-made :class:`Handler`\\ s."""
+    when no handler is given), plus any ready-made :class:`Handler`\\ s. ``registry_of()``
+    is what a worker without ``SINK_HANDLERS`` runs: every installed package's entry point
+    (``[h.name for h in registry_of().handlers]``)."""
     ready = [h for h in handlers if isinstance(h, Handler)]
     paths = [
         h if isinstance(h, str) else h.__name__ for h in handlers if not isinstance(h, Handler)
@@ -241,7 +236,8 @@ def handler_name(handler: HandlerRef) -> str:
         return handler
     if isinstance(handler, Handler):
         return handler.name
-    return f"{handler.__module__}.{handler.__qualname__}"
+    named = getattr(handler, _NAME_MARK, None)  # @on(name=...): the handler's identity
+    return named if isinstance(named, str) else f"{handler.__module__}.{handler.__qualname__}"
 
 
 def _of(steps: list[Step], handler: HandlerRef | None) -> list[Step]:

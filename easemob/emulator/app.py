@@ -27,7 +27,7 @@ from callback_sink.easemob.emulator.faults import Faults
 from callback_sink.easemob.emulator.messages import Messages
 from callback_sink.easemob.emulator.quota import Quota
 from callback_sink.easemob.emulator.state import AppState, Change
-from callback_sink.easemob.emulator.storage import CallbackStorage, add_routes
+from callback_sink.easemob.emulator.storage import EmulatedStorage, add_routes
 from callback_sink.easemob.emulator.tolerance import accept_trailing_slashes
 from callback_sink.easemob.settings import EmulatorSettings
 from callback_sink.sink import logs
@@ -70,7 +70,7 @@ class Emulator:
             rng=rng,
         )
         self.application = str(uuid.uuid5(uuid.NAMESPACE_URL, settings.appkey))
-        self.storage = CallbackStorage(settings.callback_storage, clock, settings.callback_timeout)
+        self.storage = EmulatedStorage(settings.callback_storage, clock, settings.callback_timeout)
         self.quota = Quota(settings.rate_limit, clock)
         self.messages = Messages(settings, self.callbacks, clock)  # client sends, pre-send
         self._tokens: dict[str, float] = {}

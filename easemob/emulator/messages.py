@@ -61,7 +61,7 @@ class PresendRule:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class PresendResult:
     """What the pre-send step decided for one message."""
 
     delivered: bool
@@ -119,7 +119,7 @@ class Messages:
                   "presend": dict(self.outcomes)}  # fmt: skip
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
-    async def send(self, message: dict[str, Any]) -> tuple[Outcome, str]:
+    async def send(self, message: dict[str, Any]) -> tuple[PresendResult, str]:
         """Pass ``message`` through the pre-send rule, then deliver or block it."""
         msg_id = str(uuid.uuid4().int % 10**18)
         outcome = await self._presend(message, msg_id)
@@ -134,10 +134,10 @@ class Messages:
         self._post_send(record)
         return outcome, msg_id
 
-    async def _presend(self, message: dict[str, Any], msg_id: str) -> Outcome:
+    async def _presend(self, message: dict[str, Any], msg_id: str) -> PresendResult:
         rule = self.rule
         if not rule.url:
-            return Outcome(True, "none")
+            return PresendResult(True, "none")
         timestamp = int(self._clock() * 1000)
         doc: dict[str, Any] = {"callId": f"{self.appkey}_{uuid.uuid4()}", "timestamp": timestamp,
                                "chat_type": message["chat_type"]}  # fmt: skip
@@ -151,9 +151,9 @@ class Messages:
         except _Unusable as exc:
             log.info("emulator.presend_default", reason=exc.why, msg_id=msg_id,
                      delivered=rule.default_valid)  # fmt: skip
-            return Outcome(rule.default_valid, f"default:{exc.why}")
+            return PresendResult(rule.default_valid, f"default:{exc.why}")
         valid, code, payload = answer["valid"], answer.get("code"), answer.get("payload")
-        return Outcome(
+        return PresendResult(
             valid,
             "answer",
             code if isinstance(code, str) else None,

@@ -43,7 +43,7 @@ class Bucket:
     retry: int = 0
 
 
-class CallbackStorage:
+class EmulatedStorage:
     """Stored callbacks by date key; ``keep`` is the sender's ``on_dropped`` hook."""
 
     def __init__(self, enabled: bool, clock: Callable[[], float], timeout: float) -> None:
@@ -139,7 +139,7 @@ def add_routes(app: web.Application, prefix: str, emulator: Emulator) -> None:
                 "duration": 0, "applicationName": settings.app}  # fmt: skip
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
-    def storage() -> CallbackStorage:
+    def storage() -> EmulatedStorage:
         if not emulator.storage.enabled:
             raise forbidden("callback storage is not enabled for this app")
         return emulator.storage

@@ -6,14 +6,16 @@ it first opens its store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from callback_sink.sink.config import boolean, load
 from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.setting import declare
 
+#: Who reads the directory's settings: its handler (in workers) and ``groups``.
+DIRECTORY = frozenset({"worker", "groups"})
 #: The default store: an SQLite file beside the other run-time files (nothing to install).
 DEFAULT_URL = "sqlite:///var/directory.sqlite3"
 
@@ -26,17 +28,21 @@ _DRIVERS = {
 
 @dataclass(frozen=True)
 class DirectorySettings:
-    #: Where the directory lives: ``sqlite:///path/file.sqlite3`` (one worker process) or
-    #: ``postgresql://user:password@host/db`` (any number of workers). Never logged.
-    url: str = field(default=DEFAULT_URL, repr=False)
-    #: Look group details and mute expiries up through the REST client when the
-    #: ``SINK_EASEMOB_*`` credentials are set (legacy callbacks do not carry them).
-    fetch: bool = True
+    url: str = declare(
+        DEFAULT_URL, secret=True, kinds=DIRECTORY,
+        help="Where the directory lives: sqlite:///path/file.sqlite3 (one worker process) or "
+        "postgresql://user:password@host/db (any number of workers); never logged.",
+    )  # fmt: skip
+    fetch: bool = declare(
+        True, parse=boolean, kinds=DIRECTORY,
+        help="Look group details and mute expiries up through the REST client when the "
+        "SINK_EASEMOB_* credentials are set (legacy callbacks do not carry them).",
+    )  # fmt: skip
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DirectorySettings:
         """Read ``SINK_DIRECTORY_*``; raise :class:`ConfigError` naming a bad one."""
-        return load(cls, "SINK_DIRECTORY_", _PARSERS, env)
+        return load(cls, "SINK_DIRECTORY_", env)
 
     def check(self) -> None:
         """The URL names a database we have a driver for."""
@@ -56,6 +62,3 @@ class DirectorySettings:
         if scheme.lower() != "sqlite" or rest in ("", "/", "/:memory:"):
             return None
         return Path(rest[1:]) if rest.startswith("/") else Path(rest)
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {"url": str, "fetch": boolean}

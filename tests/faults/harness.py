@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import time
 import uuid
 from collections import Counter
@@ -26,17 +25,12 @@ import orjson
 from callback_sink.sink import names
 from callback_sink.sink.events import from_document
 from callback_sink.sink.examples import load_examples, resign
+from callback_sink.testing.ports import free_port
 from tests.processes import SinkProcess
 from tests.recording import SUBSCRIPTIONS, read_records
 
 SECRET = "fault-secret"
 FIGURES_FILE = Path(os.environ.get("SINK_FAULT_FIGURES", "/tmp/callback-sink-fault-figures.jsonl"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -15,18 +15,23 @@ import aiohttp
 import orjson
 import pytest
 
+from callback_sink.sink.events import decode
 from callback_sink.sink.examples import now_ms
+from callback_sink.sink.partition import partition_of
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.signature import sign
 from callback_sink.sink.topology import Topology, delete
-from tests.faults.harness import free_port
+from callback_sink.testing.ports import free_port
 from tests.ordered_recorder import timelines
 from tests.processes import SinkProcess
+from tests.waiting import until
 
 pytestmark = pytest.mark.faults
 
 GROUPS = 20
 PER_GROUP = 200
+#: ``SINK_PARTITIONS`` of this run.
+PARTITIONS = 16
 SECRET = "ordered-secret"
 
 
@@ -50,7 +55,7 @@ async def test_twenty_groups_stay_in_order_through_two_ingresses_and_a_killed_wo
     env = {
         "SINK_AMQP_URL": amqp_url, "SINK_TOPOLOGY_PREFIX": prefix, "SINK_DEDUP_URL": redis_url,
         "SINK_SECRETS": SECRET, "SINK_PORT": str(port), "SINK_SPOOL_DIR": str(tmp_path / "spool"),
-        "SINK_ORDERING": "group", "SINK_PARTITIONS": "16",
+        "SINK_ORDERING": "group", "SINK_PARTITIONS": str(PARTITIONS),
         "SINK_HANDLERS": "tests.ordered_recorder", "SINK_TEST_RECORD_DIR": str(tmp_path),
         "SINK_CLAIM_LEASE": "2",
     }  # fmt: skip
@@ -73,14 +78,17 @@ async def test_twenty_groups_stay_in_order_through_two_ingresses_and_a_killed_wo
                         accepted[group].append(seq)
 
             async def kill_one() -> None:
-                while sum(len(s) for s in accepted.values()) < GROUPS * PER_GROUP // 3:
-                    await asyncio.sleep(0.05)
+                await until(
+                    lambda: sum(len(s) for s in accepted.values()) >= GROUPS * PER_GROUP // 3,
+                    120, what="a third of the callbacks accepted",
+                )  # fmt: skip
                 await workers[0].stop(signal.SIGKILL)
 
             await asyncio.gather(*(send(g) for g in accepted), kill_one())
-        async with asyncio.timeout(180):
-            while sum(len(set(s)) for s in timelines(tmp_path).values()) < GROUPS * PER_GROUP:
-                await asyncio.sleep(0.2)
+        await until(
+            lambda: sum(len(set(s)) for s in timelines(tmp_path).values()) >= GROUPS * PER_GROUP,
+            180, what="every callback handled", interval=0.2,
+        )  # fmt: skip
     finally:
         for process in (*workers, ingress):
             await process.kill()
@@ -100,4 +108,10 @@ async def test_twenty_groups_stay_in_order_through_two_ingresses_and_a_killed_wo
     took = time.monotonic() - started
     print(f"\nordered: {GROUPS * PER_GROUP} callbacks, {GROUPS} groups, 1 worker killed, "
           f"in order; immediate repeats after the kill: {repeats}; {took:.1f} s")  # fmt: skip
-    assert repeats <= 3
+    # The design bound, not an observed figure: a worker runs one callback of a partition at a
+    # time and is the single active consumer of the partitions the broker gave it, so the
+    # killed worker left at most one finished-but-unmarked run per partition it held. Which
+    # ones it held is the broker's choice (up to all of them): the bound is the partitions
+    # these groups hash to.
+    held_at_most = len({partition_of(decode(body(group, 0)), PARTITIONS) for group in accepted})
+    assert repeats <= held_at_most, f"{repeats} repeats; partitions in use: {held_at_most}"
