@@ -156,7 +156,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
               f"{DEV_SECRET_FILE.resolve()}: {settings.secrets[0]}", file=sys.stderr)  # fmt: skip
     print(f"callback-sink: callbacks URL http://{settings.host}:{settings.port}{settings.path}",
           file=sys.stderr)  # fmt: skip
-    return _spooling(lambda: service.serve(service.run_all, settings))
+    code = _spooling(lambda: service.serve(service.run_all, settings))
+    return code or service.check_stranded(settings.spool_dir)  # callbacks left in the spool: 3
 
 
 def _secret(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:
@@ -180,7 +181,8 @@ def _sign(args: argparse.Namespace, settings: Settings) -> int:
         if name not in body:
             raise Failure(f"{args.file}: the callback has no {name!r} field")
     secret, origin = _secret(args, settings)
-    print(f"callback-sink sign: signed with {origin}", file=sys.stderr)
+    if not args.secret:  # a secret the user did not name: say which (never its value)
+        print(f"callback-sink sign: signed with {origin}", file=sys.stderr)
     signed = resign(body, secret, now=not args.keep_timestamp)
     sys.stdout.write(orjson.dumps(signed).decode() + "\n")
     return 0
@@ -188,7 +190,8 @@ def _sign(args: argparse.Namespace, settings: Settings) -> int:
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
     secret, origin = _secret(args, settings)
-    print(f"callback-sink send: signed with {origin}", file=sys.stderr, flush=True)
+    if not args.secret:  # a secret the user did not name: say which (never its value)
+        print(f"callback-sink send: signed with {origin}", file=sys.stderr, flush=True)
     return asyncio.run(send_examples(args.url, secret, unique=not args.keep_ids, origin=origin))
 
 

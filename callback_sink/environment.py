@@ -179,10 +179,13 @@ def table(rows: tuple[Variable, ...]) -> str:
 
 
 def masked(variable: Variable, value: Any) -> str:
-    """``value`` as it may be shown: a secret hidden, a URL's password replaced by ***."""
+    """``value`` as it may be shown: a secret hidden, a URL's password and query values
+    (``?password=…``) replaced by ***. Only a ``*_URL`` variable is shown as a URL: a secret
+    that happens to contain ``://`` is hidden whole."""
     if value is None or value == "" or value == ():
         return "(unset)"
-    if isinstance(value, str) and "://" in value:  # one URL, or a cluster's comma-separated
+    url_setting = variable.name.endswith("_URL")
+    if isinstance(value, str) and "://" in value and url_setting:  # a cluster's: one a comma
         return ",".join(_without_password(part) for part in value.split(","))
     if variable.secret:
         count = len(value) if isinstance(value, tuple) else 1
@@ -203,7 +206,11 @@ def _without_password(value: str) -> str:
         url = URL(value.strip())
     except ValueError:
         return "***"
-    return str(url.with_password("***")) if url.password else value
+    if not url.password and not url.query:
+        return value
+    if url.password:
+        url = url.with_password("***")
+    return str(url.with_query({name: "***" for name in url.query}) if url.query else url)
 
 
 def _default(f: Field[Any]) -> Any:

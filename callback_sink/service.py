@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
@@ -25,14 +26,16 @@ from callback_sink.ingress.app import (
 )
 from callback_sink.ingress.exporter import multiprocess_dir
 from callback_sink.ingress.presend import install as install_presend
-from callback_sink.ingress.siblings import Adopter, child_dir, claim_root
+from callback_sink.ingress.siblings import Adopter, child_dir, claim_root, stranded
 from callback_sink.ingress.supervisor import Supervisor
+from callback_sink.shutdown import ingress_stop_seconds
 from callback_sink.sink import logs
 from callback_sink.sink.errors import StartupError
 from callback_sink.sink.metrics import (
     MULTIPROC_ENV,
     REGISTRY,
     IngressMetrics,
+    QueueMetrics,
     RestMetrics,
     WorkerMetrics,
 )
@@ -40,7 +43,7 @@ from callback_sink.sink.settings import Settings
 from callback_sink.worker.consumer import Worker
 from callback_sink.worker.dedup import open_store
 from callback_sink.worker.depth import polling
-from callback_sink.worker.probes import serving
+from callback_sink.worker.probes import linger, serving
 
 log = logs.get("sink")
 
@@ -48,6 +51,13 @@ log = logs.get("sink")
 CHILD_STOP_MARGIN = 10.0
 #: How often a child checks that its parent is still there, seconds.
 ORPHAN_CHECK = 0.5
+#: The exit code of an ingress that stopped with callbacks left in its spool.
+STRANDED_EXIT = 3
+#: What becomes of a spool left behind (said in the ``spool.stranded`` line).
+HANDOVER = (
+    "answered 200 but not published: the next ingress started on the same SINK_SPOOL_DIR "
+    "drains them; until then nothing does (a StatefulSet scaled down keeps its volume)"
+)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -57,14 +67,25 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_ingress(settings: Settings, stop: asyncio.Event) -> None:
+async def run_ingress(settings: Settings, stop: asyncio.Event, *, poll_queues: bool = True) -> None:
     """One ingress in this process (``callback-sink run``, tests): it claims the spool root,
-    spools into ``<root>/0`` and drains orphaned spools under the root like a child would."""
+    spools into ``<root>/0`` and drains orphaned spools under the root like a child would.
+    ``poll_queues``: reports the queues' depths (off when a worker in this process does)."""
     owner = claim_root(settings.spool_dir)
     try:
-        await serve_ingress(settings, stop, index=0, reuse_port=False)
+        await serve_ingress(settings, stop, index=0, reuse_port=False, poll_queues=poll_queues)
     finally:
         os.close(owner)
+
+
+def check_stranded(root: str) -> int:
+    """After every process of an ingress stopped: 0 when its spools under ``root`` are empty,
+    else :data:`STRANDED_EXIT`, with a ``spool.stranded`` error line saying what is left."""
+    records, size = stranded(root)
+    if not records:
+        return 0
+    log.error("spool.stranded", records=records, bytes=size, dir=root, handover=HANDOVER)
+    return STRANDED_EXIT
 
 
 async def run_ingress_child(settings: Settings, stop: asyncio.Event, index: int) -> None:
@@ -78,9 +99,16 @@ async def run_ingress_child(settings: Settings, stop: asyncio.Event, index: int)
 
 
 async def serve_ingress(
-    settings: Settings, stop: asyncio.Event, *, index: int, reuse_port: bool
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    index: int,
+    reuse_port: bool,
+    poll_queues: bool = True,
 ) -> None:
-    """Serve callbacks until ``stop``, spooling into ``<spool root>/<index>``."""
+    """Serve callbacks until ``stop``, spooling into ``<spool root>/<index>``. Process 0 also
+    polls the queues' depths and consumers (``poll_queues``), so that work piling up shows
+    while every worker is stopped; one poller per ingress, not one per process."""
     root = settings.spool_dir
     metrics = IngressMetrics.on(REGISTRY)
     app = create_app(replace(settings, spool_dir=str(child_dir(root, index))), metrics)
@@ -93,6 +121,13 @@ async def serve_ingress(
         await adopter.stop(grace=settings.publish_timeout + DRAINER_STOP_MARGIN)
 
     app.cleanup_ctx.append(adopting)
+    if index == 0 and poll_queues:
+
+        async def depths(app: web.Application) -> AsyncIterator[None]:
+            async with polling(settings, QueueMetrics.on(REGISTRY), role="ingress"):
+                yield
+
+        app.cleanup_ctx.append(depths)
     runner = make_runner(
         app, access_log=None, shutdown_timeout=settings.shutdown_timeout, handle_signals=False
     )
@@ -113,8 +148,10 @@ async def serve_ingress(
 
 def supervise(settings: Settings, processes: int) -> int:
     """Run ``processes`` ingress children under this process until SIGTERM / SIGINT; the exit
-    code is non-zero when the children kept dying. Unusable settings stop it before any child
-    starts: a missing secret, a spool root that is read-only or claimed, a port in use."""
+    code is non-zero when a child had to be killed at the stop (1) or callbacks were left in
+    a spool (3); children that keep dying are restarted, backing off, and make /readyz 503.
+    Unusable settings stop it before any child starts: a missing secret, a spool root that is
+    read-only or claimed, a port in use."""
     settings.require_secrets()
     _check_port(settings.host, settings.port)
     owner = claim_root(settings.spool_dir)
@@ -136,11 +173,9 @@ def supervise(settings: Settings, processes: int) -> int:
                 ],
                 processes,
                 env=env,
-                stop_timeout=settings.drain_delay
-                + settings.shutdown_timeout
-                + settings.publish_timeout
-                + CHILD_STOP_MARGIN,
+                stop_timeout=ingress_stop_seconds(settings) + CHILD_STOP_MARGIN,
                 on_exit=metrics.process_dead,
+                state_dir=settings.spool_dir,
             )
 
             async def main() -> int:
@@ -148,7 +183,9 @@ def supervise(settings: Settings, processes: int) -> int:
                 stop_on_signals(stop)
                 return await supervisor.run(stop)
 
-            return asyncio.run(main())
+            code = asyncio.run(main())
+            left = check_stranded(settings.spool_dir)
+            return code or left
     finally:
         os.close(owner)
 
@@ -176,8 +213,9 @@ async def _stop_when_orphaned(stop: asyncio.Event) -> None:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """A worker with its probe and metrics server (``SINK_WORKER_PORT``) and the queue-depth
-    poll behind ``callback_sink_queue_messages``."""
+    """A worker with its probe and metrics server (``SINK_WORKER_PORT``) and the queue poll
+    behind ``callback_sink_queue_messages`` / ``_consumers``; after the drain the server
+    lingers (``SINK_METRICS_LINGER_S``) for one more scrape of the final counts."""
     registry = load(settings.handlers)
     store = open_store(settings.dedup_url, settings.topology_prefix)
     RestMetrics.on(REGISTRY)  # declared at start: the REST client counts into it
@@ -186,10 +224,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         if not await _start_unless_stopped(worker, stop):
             return
         try:
-            async with polling(settings, worker.metrics):
+            async with polling(settings, worker.metrics.depths):
                 await stop.wait()
         finally:
+            stopping = time.monotonic()
             await worker.stop()
+        await linger(settings, worker, time.monotonic() - stopping)
 
 
 async def _start_unless_stopped(worker: Worker, stop: asyncio.Event) -> bool:
@@ -213,7 +253,7 @@ async def _start_unless_stopped(worker: Worker, stop: asyncio.Event) -> bool:
 
 async def run_all(settings: Settings, stop: asyncio.Event) -> None:
     """Ingress and worker in one process: for development."""
-    await asyncio.gather(run_ingress(settings, stop), run_worker(settings, stop))
+    await asyncio.gather(run_ingress(settings, stop, poll_queues=False), run_worker(settings, stop))
 
 
 def serve(main: Callable[[Settings, asyncio.Event], Awaitable[None]], settings: Settings) -> None:

@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 @dataclass(frozen=True)
-class Step:
+class TraceStep:
     """One row of a callback's life."""
 
     time: str
@@ -76,7 +76,7 @@ class Step:
     event: str = ""
 
 
-def step_of(line: dict[str, Any]) -> Step:
+def step_of(line: dict[str, Any]) -> TraceStep:
     """The step a log line about the callback stands for."""
     event = str(line.get("event", "?"))
     outcome = line.get("outcome")
@@ -85,7 +85,7 @@ def step_of(line: dict[str, Any]) -> Step:
     attempt = line.get("attempt")
     handlers = line.get("handlers")
     many = ",".join(map(str, handlers)) if isinstance(handlers, list) and handlers else None
-    return Step(
+    return TraceStep(
         time=str(line.get("timestamp", "")),
         step=name,
         handler=line.get("handler") or many,
@@ -128,7 +128,7 @@ def matching(call_id: str, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             yield doc
 
 
-def life(call_id: str, sources: Iterable[Iterable[str]]) -> list[Step]:
+def life(call_id: str, sources: Iterable[Iterable[str]]) -> list[TraceStep]:
     """Every step of ``call_id`` found in ``sources`` (the lines of each log), oldest first.
     Lines keep their order within a source; sources are merged by timestamp."""
     found = [
@@ -140,7 +140,7 @@ def life(call_id: str, sources: Iterable[Iterable[str]]) -> list[Step]:
     return [step_of(doc) for *_, doc in found]
 
 
-def table(call_id: str, steps: list[Step]) -> str:
+def table(call_id: str, steps: list[TraceStep]) -> str:
     """The steps as a short table under a one-line heading."""
     date = steps[0].time[:10] if steps and "T" in steps[0].time else ""
     rows = [("TIME", "STEP", "HANDLER", "ATT", "DETAIL")]

@@ -2,6 +2,7 @@
 # Make sure the command-line tools the test suite calls are installed; install the missing ones
 # from Debian packages. Idempotent: when all are present it is one `command -v` each.
 #   promtool  (prometheus)  tests/test_alerts.py checks deploy/prometheus rules and alerts
+#   prometheus (prometheus) tests/test_alerts_prometheus.py runs a real server on the rules
 #   wrk       (wrk)         tests/test_bench_smoke.py runs `bench/bench.py --quick`
 # Installing needs root (or sudo). The packages' services are never started: `prometheus` ships
 # a server, and only its promtool is wanted (a policy-rc.d refuses service starts meanwhile).
@@ -9,7 +10,7 @@
 # silently skip. Locally it is a warning, and the tests that need the tool skip.
 set -u
 
-NEEDS=("promtool:prometheus" "wrk:wrk")
+NEEDS=("promtool:prometheus" "prometheus:prometheus" "wrk:wrk")
 
 fail_or_warn() {
   if [ "${CI:-}" = "true" ]; then echo "ensure-tools: $1" >&2; exit 1; fi

@@ -19,28 +19,33 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 
 from callback_sink.ingress.backfill import Exemptions
+from callback_sink.ingress.budget import BodyBudget
 from callback_sink.ingress.checks import check_callback, read_limited
 from callback_sink.ingress.drainer import Drainer
-from callback_sink.ingress.exporter import metrics_endpoint, spool_gauges
+from callback_sink.ingress.exporter import metrics_endpoint, spool_gauges, spool_totals
 from callback_sink.ingress.limits import (
     ConnectionGuard,
     Counters,
     IngressRunner,
+    close_worn,
     connection_cap,
     handler_args,
 )
 from callback_sink.ingress.memory import trim_memory
-from callback_sink.ingress.network import Network
+from callback_sink.ingress.network import Network, forwarded_for
 from callback_sink.ingress.publisher import Publisher
+from callback_sink.ingress.recent import RecentCallbacks
 from callback_sink.ingress.refusals import Refusals
 from callback_sink.ingress.sampling import quiet_server_logs
 from callback_sink.ingress.spool import Record, Spool
+from callback_sink.ingress.supervisor import crash_loop
 from callback_sink.sink import logs
 from callback_sink.sink.apps import all_secrets
-from callback_sink.sink.errors import DecodeError, PublishError, Rejected, SpoolError
+from callback_sink.sink.errors import DecodeError, PublishError, Rejected, SpoolError, SpoolFull
 from callback_sink.sink.events import Event, from_document, parse
 from callback_sink.sink.metrics import IngressMetrics
 from callback_sink.sink.settings import Settings
@@ -84,23 +89,30 @@ class Edge:
         self.counters = Counters()
         self.metrics = metrics
         self.refusals = Refusals(self.counters, settings.reject_log_rate, metrics)
-        self.guard = ConnectionGuard(
-            settings.max_connections, settings.read_timeout_s, self._connection_refused
-        )
+        self.budget = BodyBudget(settings.body_budget_bytes)
+        self.guard = ConnectionGuard(settings.max_connections, settings.read_timeout_s,
+                                     self._connection_refused, self.network)  # fmt: skip
         self.inflight = 0
+        self.recent = RecentCallbacks(settings.edge_dedup_size, settings.reject_log_rate)
 
-    def _connection_refused(self, status: int | None, reason: str) -> None:
-        self.refusals.record(status, reason)
+    def _connection_refused(self, status: int | None, reason: str, remote: str | None) -> None:
+        self.refusals.record(status, reason, remote=remote)
 
 
 EDGE = web.AppKey("edge", Edge)
 
 
-async def accept(request: web.Request, settings: Settings, app: web.Application) -> Accepted:
-    """Validate one callback and make it durable; raise :class:`Rejected` otherwise."""
+async def accept(request: web.Request, settings: Settings, app: web.Application) -> Accepted | None:
+    """Validate one callback and make it durable; raise :class:`Rejected` otherwise. None: a
+    re-post of a callback made durable here lately (:mod:`ingress.recent`), not stored again."""
     doc, body = await admit(request, settings, app)
+    event, recent = from_document(doc), app[EDGE].recent
+    if recent.repeated(event):
+        return None
     ordered = settings.ordering != "none"
-    return await make_durable(from_document(doc), body, app[PUBLISHER], app[SPOOL], ordered=ordered)
+    accepted = await make_durable(event, body, app[PUBLISHER], app[SPOOL], ordered=ordered)
+    recent.remember(event)
+    return accepted
 
 
 async def admit(
@@ -110,26 +122,28 @@ async def admit(
     network, content type, size and deadline, JSON shape, signature, age."""
     network = app[EDGE].network
     if network.checks:
-        client = network.client(request.remote, request.headers.get("X-Forwarded-For"))
+        client = network.client(request.remote, forwarded_for(request.headers))
         if not network.allows(client):
-            raise Rejected(403, f"client {client.text} is not in SINK_ALLOWED_NETWORKS")
+            raise Rejected(403, "client is not in SINK_ALLOWED_NETWORKS")  # its address: remote
     if request.content_type not in JSON_TYPES:
-        raise Rejected(415, f"content type {request.content_type!r} is not application/json")
+        content_type = {"content_type": request.content_type}
+        raise Rejected(415, "content type is not application/json", details=content_type)
     try:
         async with asyncio.timeout(settings.read_timeout_s):
-            body = await read_limited(request, settings.body_limit)
+            body = await read_limited(request, settings.body_limit, app[EDGE].budget)
     except TimeoutError:
-        raise Rejected(408, f"body not received within {settings.read_timeout_s:g}s") from None
+        raise Rejected(408, "body not received within SINK_READ_TIMEOUT_S") from None
     try:
         doc = parse(body)
     except DecodeError as exc:  # no call_id to log: the reason says why the body is not one
-        raise Rejected(400, str(exc)) from None
+        reason, _, detail = str(exc).partition(": ")
+        raise Rejected(400, reason, details={"detail": detail} if detail else None) from None
     try:
-        await check_callback(doc, settings, app[EXEMPTIONS])
+        adopted = await check_callback(doc, settings, app[EXEMPTIONS])
     except Rejected as exc:
         exc.call_id, exc.event_name = doc["callId"], from_document(doc).name
         raise
-    return doc, body
+    return doc, body if adopted is None else orjson.dumps(doc)  # now naming its app
 
 
 async def make_durable(
@@ -149,8 +163,10 @@ async def make_durable(
     try:
         await spool.append(Record(event.name, event.call_id, body))
     except SpoolError as exc:
-        reason = f"{exc}; broker: {broker_error}"
-        raise Rejected(503, reason, call_id=event.call_id, event_name=event.name) from exc
+        details = {"error": str(exc), "broker_error": broker_error}
+        reason = "spool full" if isinstance(exc, SpoolFull) else "spool unavailable"
+        raise Rejected(503, reason, call_id=event.call_id, event_name=event.name, signed=True,
+                       details=details) from exc  # fmt: skip
     return Accepted(event, "spool", broker_error)
 
 
@@ -176,29 +192,33 @@ async def receive(request: web.Request) -> web.Response:
         return edge.refusals.respond(exc, _remote(request), started)
     finally:
         edge.inflight -= 1
+        edge.budget.release(request)
     edge.counters.requests[200] += 1
     duration = time.perf_counter() - started
     metrics = edge.metrics
-    metrics.answered(200)
+    metrics.answered(200, signed=True)
+    if accepted is None:  # durable already: edge.recent counted and logged it
+        return web.Response(body=OK_BODY, content_type="application/json")
     metrics.accepted[accepted.durable].inc()
     metrics.latency.observe(duration)
-    event = accepted.event
-    extra = {"broker_error": accepted.broker_error} if accepted.broker_error else {}
-    log.info(
-        "callback.accepted",
-        call_id=event.call_id,
-        event_name=event.name,
-        status=200,
-        durable=accepted.durable,
-        duration_ms=round(duration * 1000, 3),
-        **extra,
-    )
+    if edge.settings.log_accepted:  # SINK_LOG_ACCEPTED=false: the metrics count it
+        event = accepted.event
+        extra = {"broker_error": accepted.broker_error} if accepted.broker_error else {}
+        log.info(
+            "callback.accepted",
+            call_id=event.call_id,
+            event_name=event.name,
+            status=200,
+            durable=accepted.durable,
+            duration_ms=round(duration * 1000, 3),
+            **extra,
+        )
     return web.Response(body=OK_BODY, content_type="application/json")
 
 
 def _remote(request: web.Request) -> str:
     network = request.app[EDGE].network
-    return network.client(request.remote, request.headers.get("X-Forwarded-For")).text
+    return network.client(request.remote, forwarded_for(request.headers)).text
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -211,24 +231,30 @@ async def readyz(request: web.Request) -> web.Response:
     publisher whose channel is open and not nacking, or room in the spool for the largest
     accepted body. An ingress that spools is ready on purpose: taking it out of a load
     balancer during a broker outage would turn callbacks into non-200 answers, which Easemob
-    drops after one retry."""
+    drops after one retry. ``spool_records`` and ``spool_bytes`` count every process of the
+    ingress; ``process_spool_records``, this one's."""
     app = request.app
     spool, publisher, edge = app[SPOOL], app[PUBLISHER], app[EDGE]
     spool_problem = spool.health()
     broker = publisher.ready
     stopping = app[STOPPING].is_set()
     room = spool.free >= app[SETTINGS].body_limit
-    ready = not stopping and spool_problem is None and (broker or room)
+    records, size = spool_totals(spool)
+    looping = crash_loop(spool.directory.parent)  # the supervisor's children keep dying
+    ready = not stopping and spool_problem is None and (broker or room) and looping is None
     body: dict[str, Any] = {
         "ready": ready,
         "broker": broker,
         "publisher": publisher.state,
-        "spool_records": spool.records,
-        "spool_bytes": spool.bytes,
+        "spool_records": records,
+        "spool_bytes": size,
+        "process_spool_records": spool.records,
         "spool_problem": spool_problem,
         "stopping": stopping,
         "connections": edge.guard.open,
         "inflight": edge.inflight,
+        "body_bytes": edge.budget.used,
+        "crash_loop": looping,
     }
     return web.json_response(body, status=200 if ready else 503)
 
@@ -259,6 +285,7 @@ def create_app(settings: Settings, metrics: IngressMetrics | None = None) -> web
     app[DRAINER] = Drainer(app[SPOOL], app[PUBLISHER])
     app[EXEMPTIONS] = Exemptions(settings)
     app.on_cleanup.append(lambda app: app[EXEMPTIONS].close())
+    app.on_response_prepare.append(close_worn(settings.keepalive_max_requests))
     app.cleanup_ctx.extend(
         [_edge, _spool, spool_gauges(metrics, app[SPOOL]), _broker, _drainer, trim_memory]
     )
@@ -287,6 +314,7 @@ async def _edge(app: web.Application) -> AsyncIterator[None]:
             while True:
                 await asyncio.sleep(1.0)
                 refusals.report_suppressed()
+                app[EDGE].recent.report_suppressed()
                 for key, count in server_errors.drain().items():
                     source = key[0] if isinstance(key, tuple) else key
                     log.warning("log.suppressed", source=str(source), suppressed=count)

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from callback_sink.ingress.backfill import Exemptions
+from callback_sink.ingress.budget import BodyBudget
 from callback_sink.sink.apps import check_signature
 from callback_sink.sink.errors import Rejected
 from callback_sink.sink.events import PRESEND_RECORD_KEY
@@ -17,35 +18,51 @@ from callback_sink.sink.settings import Settings
 READ_CHUNK = 64 * 1024
 #: How far a callback's timestamp may be ahead of our clock, seconds (clock skew).
 FUTURE_TOLERANCE = 300.0
+FORGED_RECORD = f"{PRESEND_RECORD_KEY} is the sink's own record, not a callback"
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
+async def read_limited(request: web.Request, limit: int, budget: BodyBudget) -> bytes:
     """Read the body, refusing with 413 as soon as it is known to exceed ``limit``:
-    from Content-Length before reading, or while streaming a chunked body."""
-    if request.content_length is not None and request.content_length > limit:
-        raise Rejected(413, f"body of {request.content_length} bytes exceeds {limit}")
+    from Content-Length before reading, or while streaming a chunked body. Its bytes are
+    reserved in the process's ``budget`` first (503 when they do not fit): the announced
+    length before reading, a chunked body chunk by chunk; the caller releases them."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            details: dict[str, object] = {"content_length": length, "body_limit": limit}
+            raise Rejected(413, "body exceeds SINK_BODY_LIMIT", details=details)
+        budget.take(request, length, length)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(READ_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise Rejected(413, f"body exceeds {limit} bytes")
+            raise Rejected(413, "body exceeds SINK_BODY_LIMIT", details={"body_limit": limit})
+        if length is None:
+            budget.take(request, len(chunk), size)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def check_callback(doc: dict[str, Any], settings: Settings, exemptions: Exemptions) -> None:
+async def check_callback(
+    doc: dict[str, Any], settings: Settings, exemptions: Exemptions
+) -> str | None:
     """The checks of a parsed callback: not a forged sink record, its app's signature, its
-    age. A refusal here names the callback (:func:`admit` adds its call_id and event name)."""
+    age. A refusal here names the callback (:func:`admit` adds its call_id and event name).
+    Returns the app of a callback that named none, which only that app's secret verified
+    (``SINK_APPS``): ``doc["appkey"]`` is set to it, so that handlers see it."""
     if PRESEND_RECORD_KEY in doc:
-        raise Rejected(400, f"{PRESEND_RECORD_KEY} is the sink's own record, not a callback")
-    check_signature(doc, settings.apps, settings.secrets)
+        raise Rejected(400, FORGED_RECORD)
+    if adopted := check_signature(doc, settings.apps, settings.secrets):
+        doc["appkey"] = adopted
     if settings.max_age_s:
         try:
             check_age(doc["timestamp"], settings.max_age_s)
-        except Rejected:
+        except Rejected as exc:
             if not await exemptions.admits(doc):  # a backfill holds its bucket open
+                exc.signed = True  # the signature verified: Easemob sees a failed callback
                 raise
+    return adopted
 
 
 def check_age(timestamp_ms: int, max_age_s: float) -> None:
@@ -53,6 +70,8 @@ def check_age(timestamp_ms: int, max_age_s: float) -> None:
     covers the timestamp, so a captured callback cannot be made younger."""
     age = time.time() - timestamp_ms / 1000
     if age > max_age_s:
-        raise Rejected(401, f"callback too old: {age:.0f}s, SINK_MAX_AGE_S is {max_age_s:g}")
+        details = {"age_s": round(age), "max_age_s": max_age_s}
+        raise Rejected(401, "callback too old (SINK_MAX_AGE_S)", details=details)
     if age < -FUTURE_TOLERANCE:
-        raise Rejected(401, f"timestamp in the future: {-age:.0f}s ahead of our clock")
+        details = {"ahead_s": round(-age)}
+        raise Rejected(401, "timestamp in the future", details=details)

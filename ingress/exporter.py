@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client.multiprocess import mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from callback_sink.ingress.spool import Spool
 from callback_sink.ingress.spool_files import first_spooled_at
@@ -45,6 +45,7 @@ def update_spool_gauges(metrics: IngressMetrics, spool: Spool) -> None:
     records = spool.records
     metrics.spool_records.set(records)
     metrics.spool_bytes.set(spool.bytes)
+    metrics.spool_usage.set(spool.bytes / spool.max_bytes if spool.max_bytes else 0.0)
     oldest = spool.oldest if records else None
     spooled_at = first_spooled_at(oldest) if oldest is not None else None
     metrics.spool_age.set(max(0.0, time.time() - spooled_at) if spooled_at else 0.0)
@@ -69,6 +70,29 @@ def spool_gauges(
         update_spool_gauges(metrics, spool)
 
     return gauges
+
+
+def spool_totals(spool: Spool) -> tuple[int, int]:
+    """Records and bytes in the spools of every live process of this ingress: ``spool``'s own
+    figures plus what each other child last wrote to its spool gauges (at most
+    :data:`GAUGE_INTERVAL` old). The children share nothing else, and the gauges' files are
+    already where each writes them; a child that died has had its files removed by the
+    supervisor, and the orphan it left is counted again once restarted."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return spool.records, spool.bytes
+    own = f"_{os.getpid()}.db"
+    paths = glob.glob(os.path.join(directory, "gauge_livesum_*.db"))
+    others = [path for path in paths if not path.endswith(own)]
+    totals = {
+        "callback_sink_spool_records": spool.records,
+        "callback_sink_spool_bytes": spool.bytes,
+    }
+    for metric in MultiProcessCollector.merge(others, accumulate=False):  # type: ignore[no-untyped-call]
+        for sample in metric.samples:
+            if sample.name in totals:
+                totals[sample.name] += int(sample.value)
+    return totals["callback_sink_spool_records"], totals["callback_sink_spool_bytes"]
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,14 @@ aiohttp closes an idle keep-alive connection, but a client that sends half a req
 half a body, holds its connection (and the memory of what it sent) for as long as it likes;
 and nothing stops ten thousand connections from opening. So:
 
-- :class:`ConnectionGuard` wraps aiohttp's protocol factory. Over ``SINK_MAX_CONNECTIONS``
-  open connections, a new one is answered a canned 503 and closed, without aiohttp ever
-  seeing it. Every connection must deliver a complete request head within
+- :class:`ConnectionGuard` wraps aiohttp's protocol factory. A peer outside
+  ``SINK_ALLOWED_NETWORKS`` (and not a trusted proxy, whose clients are checked per request
+  from X-Forwarded-For) is closed as soon as it connects, before a byte is read: it never
+  holds a slot. At ``SINK_MAX_CONNECTIONS`` open
+  connections the oldest idle keep-alive one is closed to make room; with none idle, a new
+  one is answered a canned 503 and closed, without aiohttp ever seeing it. A connection
+  carries at most ``SINK_KEEPALIVE_MAX_REQUESTS`` requests (:func:`close_worn`), so no
+  client keeps a slot for good. Every connection must deliver a complete request head within
   ``SINK_READ_TIMEOUT_S`` of its first byte (or of being opened), or it is closed: slow
   senders lose their slot instead of holding it.
 - The body deadline and the cap on requests in flight live in :mod:`ingress.app`, which
@@ -24,13 +29,15 @@ from __future__ import annotations
 import asyncio
 import resource
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from callback_sink.ingress.network import Network, parse_address
+from callback_sink.ingress.overload import Overloaded
 from callback_sink.sink import logs
 from callback_sink.sink.settings import Settings
 
@@ -39,9 +46,6 @@ log = logs.get("ingress")
 #: File descriptors kept free of HTTP connections: the broker connection, spool segments,
 #: refused connections being answered, logs.
 FD_RESERVE = 64
-#: A refused connection is answered once its request starts arriving, or after this long:
-#: answering before the client sent anything risks a reset that loses the 503.
-REFUSAL_WAIT = 0.5
 #: aiohttp's limits on a request head; Easemob sends a handful of short headers.
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
@@ -50,15 +54,6 @@ MAX_HEADERS = 64
 READ_BUFSIZE = 64 * 1024
 #: How long a finished request's unread body is drained before the connection is closed.
 LINGERING_TIME = 2.0
-
-OVERLOADED_BODY = b'{"error":"overloaded"}'
-OVERLOADED_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Content-Length: " + str(len(OVERLOADED_BODY)).encode() + b"\r\n"
-    b"Retry-After: 1\r\n"
-    b"Connection: close\r\n\r\n" + OVERLOADED_BODY
-)
 
 
 @dataclass
@@ -106,55 +101,137 @@ def connection_cap(wanted: int) -> int:
     return wanted
 
 
+#: Told each refusal of a connection: its status (None: closed unanswered), reason, peer.
+OnRefused = Callable[[int | None, str, str | None], None]
+
+
+def close_worn(max_requests: int) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An ``on_response_prepare`` hook: the answer to a connection's ``max_requests``-th
+    request says ``Connection: close``, so that no client keeps its slot (and its process:
+    SO_REUSEPORT balances connections, not requests) for good."""
+
+    async def prepare(request: web.Request, response: web.StreamResponse) -> None:
+        if request.protocol._request_count >= max_requests:
+            response.force_close()
+            response.headers["Connection"] = "close"  # its headers were prepared already
+
+    return prepare
+
+
 class ConnectionGuard:
-    """Counts open connections, refuses those over the cap, enforces the head deadline."""
+    """Tracks open connections: closes those from outside the allow-list at once, makes room
+    for a new one by closing the oldest idle keep-alive one, refuses the rest over the cap,
+    enforces the head deadline."""
 
     def __init__(
         self,
         max_connections: int,
         read_timeout: float,
-        on_refused: Callable[[int | None, str], None],
+        on_refused: OnRefused,
+        network: Network | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.read_timeout = read_timeout
-        self.open = 0
+        #: Open connections, oldest first (a dict: ordered, O(1) removal).
+        self.connections: dict[_Watched, None] = {}
+        #: Idle keep-alive connections closed to make room for a new one.
+        self.reclaimed = 0
         self._on_refused = on_refused
+        self._network = network if network is not None and network.checks else None
+
+    @property
+    def open(self) -> int:
+        return len(self.connections)
 
     def wrap(self, factory: Callable[[], RequestHandler]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for ``loop.create_server`` around aiohttp's."""
 
         def make() -> asyncio.Protocol:
-            if self.open >= self.max_connections:
-                self._on_refused(503, "too many connections")
-                return _Refusal()
-            return _Watched(factory(), self)
+            if len(self.connections) >= self.max_connections and not self._reclaim():
+                self._on_refused(503, "too many connections", None)
+                return Overloaded()
+            watched = _Watched(factory, self)
+            self.connections[watched] = None  # counted at once: accepts come in batches
+            return watched
 
         return make
 
+    def _reclaim(self) -> bool:
+        """Close the oldest idle keep-alive connection; False when none is idle."""
+        for watched in self.connections:
+            if watched.idle:
+                del self.connections[watched]
+                watched.close()
+                self.reclaimed += 1
+                return True
+        return False
+
+    def outsider(self, transport: asyncio.BaseTransport) -> str | None:
+        """The peer of ``transport`` when the allow-list refuses it at accept, else None.
+        A trusted proxy passes (its clients are checked per request, from X-Forwarded-For);
+        any other peer is the client itself."""
+        network = self._network
+        if network is None:
+            return None
+        peer = transport.get_extra_info("peername")
+        text = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        address = parse_address(text)
+        if address is not None and any(
+            address in net for net in (*network.allowed, *network.trusted_proxies)
+        ):
+            return None
+        return text or "unknown"
+
+    def refuse_outsider(self, watched: _Watched, peer: str) -> None:
+        self.connections.pop(watched, None)
+        self._on_refused(None, "client is not in SINK_ALLOWED_NETWORKS", peer)
+
     def timed_out(self) -> None:
-        self._on_refused(None, "request head not received in time")
+        self._on_refused(None, "request head not received in time", None)
 
 
 class _Watched(asyncio.Protocol):
-    """aiohttp's protocol, plus the head deadline: armed when a connection opens and when
-    bytes arrive on an idle one; it closes the connection unless a new request head was
-    parsed in the meantime."""
+    """aiohttp's protocol, made once the peer passed the allow-list, plus the head deadline:
+    armed when a connection opens and when bytes arrive on an idle one; it closes the
+    connection unless a new request head was parsed in the meantime."""
 
-    __slots__ = ("_armed_at", "_guard", "_inner", "_timer")
+    __slots__ = ("_armed_at", "_factory", "_guard", "_inner", "_timer")
 
-    def __init__(self, inner: RequestHandler, guard: ConnectionGuard) -> None:
-        self._inner = inner
+    def __init__(self, factory: Callable[[], RequestHandler], guard: ConnectionGuard) -> None:
+        self._factory = factory
+        self._inner: RequestHandler | None = None
         self._guard = guard
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._guard.open += 1
+        guard = self._guard
+        peer = guard.outsider(transport)
+        if peer is not None:  # closed before a byte is read: it holds no slot
+            guard.refuse_outsider(self, peer)
+            transport.close()
+            return
+        self._inner = self._factory()
         self._inner.connection_made(transport)
         self._arm()
 
+    @property
+    def idle(self) -> bool:
+        """A keep-alive connection waiting for its next request (not a new one's first)."""
+        inner = self._inner
+        if inner is None or not inner._request_count or inner._request_in_progress:
+            return False
+        waiter = inner._waiter
+        return not inner._messages and waiter is not None and not waiter.done()
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.force_close()
+
     def data_received(self, data: bytes) -> None:
         inner = self._inner
+        if inner is None:
+            return
         if self._timer is None and not inner._request_in_progress and not inner._messages:
             self._arm()
         inner.data_received(data)
@@ -163,22 +240,28 @@ class _Watched(asyncio.Protocol):
             self._timer = None
 
     def eof_received(self) -> None:
-        self._inner.eof_received()
+        if self._inner is not None:
+            self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._guard.open -= 1
+        if self._inner is None:
+            return
+        self._guard.connections.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
 
     def _arm(self) -> None:
+        assert self._inner is not None
         self._armed_at = self._inner._request_count
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._guard.read_timeout, self._expire)
@@ -186,38 +269,11 @@ class _Watched(asyncio.Protocol):
     def _expire(self) -> None:
         self._timer = None
         inner = self._inner
+        if inner is None:
+            return
         if inner._request_count == self._armed_at and not inner._request_in_progress:
             self._guard.timed_out()
             inner.force_close()
-
-
-class _Refusal(asyncio.Protocol):
-    """Answers a connection over the cap with a canned 503 and closes it."""
-
-    __slots__ = ("_timer", "_transport")
-
-    def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._timer = asyncio.get_running_loop().call_later(REFUSAL_WAIT, self._answer)
-
-    def data_received(self, data: bytes) -> None:
-        self._answer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._transport = None
-
-    def _answer(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None and not transport.is_closing():
-            transport.write(OVERLOADED_RESPONSE)
-            transport.close()
 
 
 class IngressRunner(web.AppRunner):

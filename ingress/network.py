@@ -5,6 +5,8 @@ the list is then read from the right (each proxy appends the address it saw), sk
 trusted proxies, and the first address that is not one is the client. Anything to its left
 was written by the client itself and proves nothing. An address that does not parse is the
 client (and is in no allowed network), so a forged header cannot slip past the allow-list.
+Every ``X-Forwarded-For`` line counts (:func:`forwarded_for`): a proxy that appends a line of
+its own instead of extending the client's must not leave the client's line to be believed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from callback_sink.sink.config import IPNetwork
 
@@ -29,6 +32,16 @@ def parse_address(text: str | None) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+class Headers(Protocol):
+    def getall(self, key: str, default: list[str]) -> list[str]: ...
+
+
+def forwarded_for(headers: Headers) -> str:
+    """Every ``X-Forwarded-For`` line of a request, in order, joined as one list (RFC 7230
+    allows a list header to be split over lines; HAProxy adds its own line)."""
+    return ", ".join(headers.getall("X-Forwarded-For", []))
 
 
 def _within(address: IPAddress | None, networks: Sequence[IPNetwork]) -> bool:

@@ -40,6 +40,7 @@ from callback_sink.ingress.app import (
     make_durable,
     over_capacity,
 )
+from callback_sink.ingress.network import forwarded_for
 from callback_sink.ingress.sampling import Sampler
 from callback_sink.sink import logs
 from callback_sink.sink.errors import Rejected
@@ -167,6 +168,7 @@ async def receive(request: web.Request) -> web.Response:
         return edge.refusals.respond(exc, _remote(request), started)
     finally:
         edge.inflight -= 1
+        edge.budget.release(request)
     presend.count(decision)
     edge.counters.requests[200] += 1
     presend.recorder.record(doc, decision)
@@ -184,7 +186,7 @@ async def receive(request: web.Request) -> web.Response:
 
 def _remote(request: web.Request) -> str:
     network = request.app[EDGE].network
-    return network.client(request.remote, request.headers.get("X-Forwarded-For")).text
+    return network.client(request.remote, forwarded_for(request.headers)).text
 
 
 async def _recorder(app: web.Application) -> AsyncIterator[None]:

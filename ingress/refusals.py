@@ -8,13 +8,14 @@ generic, because its cause (a spool path, a broker error) is ours: that goes to 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from callback_sink.ingress.limits import Counters
-from callback_sink.ingress.sampling import Sampler, reason_kind
+from callback_sink.ingress.sampling import Sampler
 from callback_sink.sink import logs
 from callback_sink.sink.errors import Rejected, SpoolError, SpoolFull
 from callback_sink.sink.metrics import IngressMetrics
@@ -23,6 +24,9 @@ log = logs.get("ingress")
 
 #: Easemob only needs the status; people reading a 4xx see why.
 REASON_IN_BODY = 200
+#: A request-derived value (call_id, event_name, a claimed appkey, a content type) is cut
+#: to this many characters in a log line: a 1 MB appkey must not make a 1 MB line.
+FIELD_LENGTH = 200
 GENERIC_503 = orjson.dumps({"error": "temporarily unavailable, retry later"})
 
 
@@ -39,7 +43,8 @@ class Refusals:
     def respond(self, exc: Rejected, remote: str, started: float) -> web.Response:
         """Count and log ``exc``, and answer it."""
         self.record(exc.status, exc.reason, remote=remote, started=started, cause=exc.__cause__,
-                    call_id=exc.call_id, event_name=exc.event_name)  # fmt: skip
+                    call_id=exc.call_id, event_name=exc.event_name, signed=exc.signed,
+                    details=exc.details)  # fmt: skip
         self.metrics.latency.observe(time.perf_counter() - started)
         if exc.status >= 500:
             body = GENERIC_503
@@ -60,20 +65,28 @@ class Refusals:
         cause: BaseException | None = None,
         call_id: str | None = None,
         event_name: str | None = None,
+        signed: bool = False,
+        details: Mapping[str, object] | None = None,
     ) -> None:
         """Count a refusal and log it, unless its reason already logged enough this second.
         ``status`` None: a connection closed without an answer (its head came too late).
-        ``call_id`` and ``event_name``: the callback refused, when its body parsed."""
-        kind = reason_kind(reason)
-        self.counters.refusals[kind] += 1
+        ``call_id`` and ``event_name``: the callback refused, when its body parsed.
+        ``signed``: refused after its signature verified (the ``signed`` metric label).
+        ``details``: request-derived values, logged as fields beside the fixed ``reason``,
+        strings cut to :data:`FIELD_LENGTH` characters."""
+        # Keyed by the fixed reason: one counter and one sampling window per kind of
+        # refusal, however many different requests are refused for it.
+        self.counters.refusals[reason] += 1
         if status is not None:
             self.counters.requests[status] += 1
-            self.metrics.answered(status)
-        if not self.sampler.admit((status, kind)):
+            self.metrics.answered(status, signed)
+        if not self.sampler.admit((status, reason)):
             return
         fields: dict[str, Any] = {"status": status, "reason": reason}
+        if details:
+            fields.update({name: clip(value) for name, value in details.items()})
         if call_id is not None:
-            fields.update(call_id=call_id, event_name=event_name)
+            fields.update(call_id=clip(call_id), event_name=clip(event_name))
         if remote is not None:
             fields["remote"] = remote
         if started is not None:
@@ -94,3 +107,8 @@ class Refusals:
             log.warning(
                 "callback.rejected.suppressed", status=status, reason=kind, suppressed=count
             )
+
+
+def clip(value: Any) -> Any:
+    """A string cut to :data:`FIELD_LENGTH` characters; anything else as it is."""
+    return value[:FIELD_LENGTH] if isinstance(value, str) else value

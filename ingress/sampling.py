@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -30,17 +29,6 @@ log = logs.get("ingress")
 WINDOW = 1.0
 #: Accept failures and parser errors: at most this many lines per window each.
 SERVER_ERROR_RATE = 1
-#: Reasons are cut to this length when they become a sampling key.
-KIND_LENGTH = 60
-
-_VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
-
-
-def reason_kind(reason: str) -> str:
-    """The kind of a refusal reason, without its variable parts (numbers, quoted values,
-    details after a colon), so that one kind of refusal is one sampling key however the
-    details vary: ``content type '...' is not application/json``."""
-    return _VARIABLE.sub("…", reason.split(":", 1)[0])[:KIND_LENGTH]
 
 
 @dataclass(slots=True)

@@ -61,6 +61,18 @@ def orphan_candidates(root: Path, own: int) -> list[Path]:
     return [p for p in (root, *siblings) if files.has_segments(p)]
 
 
+def stranded(root: str | Path) -> tuple[int, int]:
+    """Records and bytes left in every spool under ``root`` (the root's own included), once
+    every process of the ingress stopped: callbacks answered 200 that no broker holds yet."""
+    path = Path(root)
+    try:
+        children = [p for p in path.iterdir() if p.name.isdigit() and p.is_dir()]
+    except OSError:
+        return 0, 0
+    totals = [files.pending(directory) for directory in (path, *children)]
+    return sum(r for r, _ in totals), sum(b for _, b in totals)
+
+
 def claim_root(root: str | Path) -> int:
     """Lock the spool root for this ingress; the descriptor holds the lock until closed.
     Raises :class:`SpoolError` with one line when the root is unusable or already claimed."""

@@ -137,9 +137,11 @@ def quarantine(segment: Path, offset: int, data: bytes) -> Path | None:
     try:
         if target.exists() and target.stat().st_size == len(data):
             return None
-        target.parent.mkdir(exist_ok=True)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        with partial.open("wb") as file:
+        partial.unlink(missing_ok=True)  # created anew below, owner-only like the spool
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(partial, flags, 0o600), "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
@@ -197,6 +199,22 @@ def recover(directory: Path) -> tuple[list[Segment], int]:
         else:
             delete([segment.path])
     return segments, max(paths, default=0)
+
+
+def pending(directory: Path) -> tuple[int, int]:
+    """Records not yet confirmed in ``directory``'s segments, and the bytes of those holding
+    any: a read-only look, without the lock, for a stopped ingress's last word."""
+    records = size = 0
+    for path in directory.glob("*.seg"):
+        try:
+            end = path.stat().st_size
+            committed = min(_read_ack(path), end)
+            found = sum(r is not None for _, _, r in scan(_read_from(path, committed, end), 0))
+        except OSError:
+            continue
+        records += found
+        size += end if found else 0
+    return records, size
 
 
 def _recover_segment(seq: int, path: Path) -> Segment:

@@ -83,13 +83,19 @@ class ClusterConnection(aio_pika.RobustConnection):
 
 
 async def connect_any(
-    urls: Sequence[str], *, per_node: float, reconnect_interval: float
+    urls: Sequence[str],
+    *,
+    per_node: float,
+    reconnect_interval: float,
+    client_properties: dict[str, Any] | None = None,
 ) -> ClusterConnection:
     """A robust connection to the first of ``urls`` that answers within ``per_node`` seconds,
-    trying them in order; the last error when none does. It fails over along the list later."""
+    trying them in order; the last error when none does. It fails over along the list later.
+    ``client_properties``: shown by the broker (``connection_name`` names the connection)."""
     error: BaseException | None = None
+    extra = {} if client_properties is None else {"client_properties": client_properties}
     for index, url in enumerate(urls):
-        connection = ClusterConnection(urls, index, reconnect_interval=reconnect_interval)
+        connection = ClusterConnection(urls, index, reconnect_interval=reconnect_interval, **extra)
         try:
             await connection.connect(timeout=per_node)
         except CONNECT_ERRORS as exc:

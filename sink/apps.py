@@ -7,7 +7,10 @@ only with a secret of its own app. ``SINK_SECRETS`` alone keeps meaning "any app
 
 The appkey of a callback comes from its ``callId``, which Easemob documents as
 ``{appkey}_{uuid}`` (everything before the last ``_``), or from its ``appkey`` field when the
-callId carries none; when both are present and differ, the callback is refused.
+callId carries none; when both are present and differ, the callback is refused. A callback
+that names no app at all (the spec's own ``chat_offline`` example: a callId without ``_`` and
+no ``appkey`` field) is accepted when exactly one configured app's secret verifies it, and is
+that app's from then on; when none or several do, it is refused.
 """
 
 from __future__ import annotations
@@ -114,16 +117,31 @@ def secrets_for(doc: Mapping[str, Any], apps: Apps, any_app: Sequence[str]) -> S
     for listed, secrets in apps:
         if listed == appkey:
             return secrets
-    raise Rejected(401, f"app {appkey} is not in SINK_APPS")
+    raise Rejected(401, "the callback's app is not in SINK_APPS", details={"appkey": appkey})
 
 
-def check_signature(doc: Mapping[str, Any], apps: Apps, any_app: Sequence[str]) -> None:
+def check_signature(doc: Mapping[str, Any], apps: Apps, any_app: Sequence[str]) -> str | None:
     """Refuse (401) a callback whose ``security`` no secret of its app (see
-    :func:`secrets_for`) produces."""
+    :func:`secrets_for`) produces. With ``apps``, a callback naming no app is accepted when
+    exactly one app's secret verifies it: that app is returned (None otherwise)."""
+    if apps and claimed_appkey(doc) is None:
+        return _only_app(doc, apps)
     secrets = secrets_for(doc, apps, any_app)
     if not verify(doc["callId"], doc["timestamp"], doc["security"], secrets):
-        scope = "its app's" if apps else "any configured"
-        raise Rejected(401, f"signature does not match {scope} secret")
+        raise Rejected(401, "signature does not match its app's secret" if apps else
+                       "signature does not match any configured secret")  # fmt: skip
+    return None
+
+
+def _only_app(doc: Mapping[str, Any], apps: Apps) -> str:
+    """The one app whose secret signed ``doc``, a callback naming no app."""
+    call_id, timestamp, security = doc["callId"], doc["timestamp"], doc["security"]
+    signers = [appkey for appkey, secrets in apps if verify(call_id, timestamp, security, secrets)]
+    if len(signers) == 1:
+        return signers[0]
+    if signers:
+        raise Rejected(401, "the callback names no appkey and several apps' secrets verify it")
+    raise Rejected(401, "the callback names no appkey and no app's secret verifies it")
 
 
 def all_secrets(apps: Apps, any_app: Sequence[str]) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ It lives in ``.sink-dev-secret`` in the current directory, so that ``send``, ``s
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -21,11 +22,14 @@ def read_dev_secret() -> str | None:
 
 
 def ensure_dev_secret() -> str:
-    """The development secret, created (readable by its owner only) on first use."""
+    """The development secret, created on first use readable by its owner only from the
+    start (never chmod-ed after the write), and never through an existing file or symlink
+    (``O_EXCL | O_NOFOLLOW``): a planted link cannot redirect it."""
     existing = read_dev_secret()
     if existing:
         return existing
     secret = secrets.token_hex(16)
-    DEV_SECRET_FILE.write_text(secret + "\n", encoding="utf-8")
-    DEV_SECRET_FILE.chmod(0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(DEV_SECRET_FILE, flags, 0o600), "w", encoding="utf-8") as file:
+        file.write(secret + "\n")
     return secret

@@ -6,6 +6,8 @@ handler asks for, :class:`Rejected` the HTTP status and the reason the ingress l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class SinkError(Exception):
     """Base of every error raised on purpose by callback-sink."""
@@ -28,7 +30,13 @@ class Rejected(SinkError):
     """The ingress refuses a callback: ``status`` is the HTTP answer, ``reason`` is logged.
 
     ``call_id`` and ``event_name`` name the callback refused once its body parsed (a bad
-    signature, too old, an unlisted app); None for a body refused before it parsed."""
+    signature, too old, an unlisted app); None for a body refused before it parsed.
+    ``signed``: refused after its signature verified (too old, from the future, the spool
+    full): a failure Easemob counts towards banning the app.
+    ``reason`` is a fixed string, the same for every request refused for that reason (it
+    keys the refusal counters and the log sampling); what varies with the request (a
+    length, an age, the appkey it claims) goes in ``details``, logged as separate fields,
+    each string cut short."""
 
     def __init__(
         self,
@@ -37,12 +45,16 @@ class Rejected(SinkError):
         *,
         call_id: str | None = None,
         event_name: str | None = None,
+        signed: bool = False,
+        details: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.call_id = call_id
         self.event_name = event_name
+        self.signed = signed
+        self.details = details or {}
 
 
 class DecodeError(SinkError):

@@ -39,6 +39,10 @@ _LIMIT = "a callback kept taking its workers down (`SINK_MAX_DELIVERIES`): dead-
 _BUG = "a bug of the worker's own (with its traceback): the message is handed back"
 _SETTLE = "an ack or a retry copy failed (with its traceback): the message is handed back"
 _SPOOL = "the ingress refused a callback its spool could not take"
+_EDGE = (
+    "a re-post of a callback this ingress process made durable lately "
+    "(`SINK_EDGE_DEDUP_SIZE`): answered 200, not stored again; sampled like refusals"
+)
 
 LINES: tuple[Line, ...] = (
     _handled(Outcome.OK, "a handler ran and succeeded"),
@@ -65,6 +69,7 @@ LINES: tuple[Line, ...] = (
     Line("callback.dispatch_failed", "error", _BUG),
     Line("callback.settle_failed", "warning", _SETTLE),
     Line("callback.accepted", "info", "the ingress answered 200"),
+    Line("callback.duplicate_at_edge", "info", _EDGE),
     Line("callback.rejected", "warning", "the ingress refused a request"),
     Line("callback.rejected", "error", _SPOOL),
     Line("callback.rejected.suppressed", "warning", "refusal lines held back by sampling"),

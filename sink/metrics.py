@@ -7,14 +7,20 @@ missing) and pre-binds the labelled children, so that counting on a hot path is 
 
 - :class:`IngressMetrics`: answers of the callback path by status, accepted callbacks by
   where they became durable, request latency, the outage spool's size and age;
-- :class:`WorkerMetrics`: handler outcomes and latency, queue depths, readiness;
-- :class:`RestMetrics`: answers of Easemob's REST API to the group client.
+- :class:`WorkerMetrics`: handler outcomes and latency, readiness;
+- :class:`QueueMetrics`: the queues' depths and consumers as the broker reports them, set by
+  whichever process polls (every worker, and process 0 of an ingress);
+- :class:`RestMetrics`: answers of Easemob's REST API to the group client;
+- :class:`BuildInfo`: ``callback_sink_build_info{version, python}`` = 1, in every process.
 
 A process serves them with :func:`render`. A multi-process ingress runs in prometheus_client's
 multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor for its children):
 every child writes its values to files there and any child's scrape sums them all (counters,
 histograms and count gauges summed, the spool's age the maximum), plus the standard process
 metrics summed over the live children (:class:`LiveProcesses`).
+
+Several processes report the same broker figure for a queue (every worker, ingress process
+0): aggregate ``callback_sink_queue_*`` with ``max by (queue)``, never a sum (``livemax``).
 
 Labels are bounded: HTTP statuses of our own answers, handler names from the loaded registry,
 fixed outcome and queue names. Event names never become an ingress label: a hostile client
@@ -24,7 +30,9 @@ would choose them.
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import os
+import platform
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -47,12 +55,25 @@ from prometheus_client.registry import Collector
 
 from callback_sink.sink.outcomes import Outcome
 
-__all__ = ["REGISTRY", "IngressMetrics", "RestMetrics", "WorkerMetrics", "render"]
+__all__ = [
+    "REGISTRY",
+    "BuildInfo",
+    "IngressMetrics",
+    "QueueMetrics",
+    "RestMetrics",
+    "WorkerMetrics",
+    "render",
+]
 
 #: The environment variable that puts prometheus_client into multiprocess mode.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: The statuses the callback path answers (pre-created so a rate of 401s is 0, not absent).
 INGRESS_STATUSES = (200, 400, 401, 403, 408, 413, 415, 503)
+#: Statuses that can answer a callback whose signature verified (``signed="yes"``): accepted,
+#: too old or from the future, or the spool full with the broker down. Only these count
+#: towards Easemob's ban of an app (failures of its signed callbacks).
+SIGNED_STATUSES = (200, 401, 503)
+_YES_NO = {True: "yes", False: "no"}
 DURABLE = ("broker", "spool")
 #: What became of one handler's run of one delivery: the sink's one vocabulary of outcomes.
 OUTCOMES = tuple(o.value for o in Outcome)
@@ -95,13 +116,17 @@ class IngressMetrics(_Group):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(CollectorRegistry() if registry is None else registry)
         r = self.registry
+        BuildInfo.on(r)
         self.requests = Counter(
             "callback_sink_ingress_requests",
-            "Answers of the callback path, by HTTP status",
-            ["status"],
+            "Answers of the callback path, by HTTP status and whether the callback's "
+            "signature had verified (signed=yes|no)",
+            ["status", "signed"],
             registry=r,
         )
-        self._status = {s: self.requests.labels(str(s)) for s in INGRESS_STATUSES}
+        unsigned = [(s, False) for s in INGRESS_STATUSES if s != 200]  # a 200 is always signed
+        pairs = unsigned + [(s, True) for s in SIGNED_STATUSES]
+        self._status = {(s, y): self.requests.labels(str(s), _YES_NO[y]) for s, y in pairs}
         accepted = Counter(
             "callback_sink_ingress_accepted",
             "Callbacks answered 200, by where they became durable",
@@ -133,12 +158,69 @@ class IngressMetrics(_Group):
             registry=r,
             multiprocess_mode="livemax",
         )
+        # Each process has its own spool and SINK_SPOOL_MAX_BYTES quota, and answers 503 when
+        # its own is full: the fullest one matters, which a sum of bytes would hide.
+        self.spool_usage = Gauge(
+            "callback_sink_spool_usage_ratio",
+            "Bytes of the fullest outage spool over its quota, SINK_SPOOL_MAX_BYTES (0 to 1)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
 
-    def answered(self, status: int) -> None:
-        child = self._status.get(status)
+    def answered(self, status: int, signed: bool = False) -> None:
+        """Count one answer; ``signed``: given after the callback's signature verified."""
+        child = self._status.get((status, signed))
         if child is None:  # a status of ours not listed above: bounded all the same
-            child = self._status[status] = self.requests.labels(str(status))
+            label = _YES_NO[signed]
+            child = self._status[status, signed] = self.requests.labels(str(status), label)
         child.inc()
+
+
+class QueueMetrics(_Group):
+    """The sink's queues as the broker reports them (:mod:`worker.depth` sets them)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(CollectorRegistry() if registry is None else registry)
+        messages = Gauge(
+            "callback_sink_queue_messages",
+            "Messages ready in the sink's queues (the broker's figure: aggregate with max)",
+            ["queue"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        consumers = Gauge(
+            "callback_sink_queue_consumers",
+            "Consumers of the sink's queues, the most of any queue of the label (the broker's "
+            "figure: aggregate with max)",
+            ["queue"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.messages = {q: messages.labels(q) for q in QUEUES}
+        self.consumers = {q: consumers.labels(q) for q in QUEUES}
+
+
+class BuildInfo(_Group):
+    """``callback_sink_build_info{version, python}`` = 1: which build a process runs."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(CollectorRegistry() if registry is None else registry)
+        info = Gauge(
+            "callback_sink_build_info",
+            "1, labelled with the version of callback-sink and of Python the process runs",
+            ["version", "python"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        info.labels(version(), platform.python_version()).set(1)
+
+
+def version() -> str:
+    """The installed version of callback-sink ("unknown" when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("callback-sink")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class WorkerMetrics(_Group):
@@ -160,14 +242,10 @@ class WorkerMetrics(_Group):
             buckets=HANDLER_BUCKETS,
             registry=r,
         )
-        queues = Gauge(
-            "callback_sink_queue_messages",
-            "Messages ready in the sink's queues",
-            ["queue"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.queues = {q: queues.labels(q) for q in QUEUES}
+        BuildInfo.on(r)
+        #: The queue gauges this worker's poll sets (shared with an ingress in one process).
+        self.depths = QueueMetrics.on(r)
+        self.queues = self.depths.messages
         self.ready = Gauge(
             "callback_sink_worker_ready",
             "1 while the worker consumes and its dedup store answers",

@@ -19,6 +19,7 @@ from yarl import URL
 from callback_sink.sink.apps import Apps, parse_apps, read_apps_file
 from callback_sink.sink.config import (
     IPNetwork,
+    boolean,
     csv,
     floats,
     load,
@@ -143,6 +144,11 @@ class Settings:
         1024 * 1024, parse=int, unit="bytes", low=1, high=1024**3, kinds=INGRESS,
         help="Largest accepted body; larger ones get 413 before being read.",
     )  # fmt: skip
+    body_budget_bytes: int = declare(
+        32 * 1024**2, parse=int, unit="bytes", low=1, high=64 * 1024**3, kinds=INGRESS,
+        help="Bytes of request bodies one ingress process buffers at once (a quarter kept for "
+        "bodies up to 64 KiB); a body that does not fit gets a fast 503 before being read.",
+    )  # fmt: skip
     publish_timeout: float = declare(
         5.0, parse=float, unit="s", above=True, low=0, high=3600, kinds=LISTENER,
         help="How long the ingress waits for RabbitMQ's publisher confirm before spooling.",
@@ -195,14 +201,26 @@ class Settings:
     log_level: str = declare(
         "info", parse=str.lower, kinds=EVERY, help="debug, info, warning or error."
     )
+    log_accepted: bool = declare(
+        True, parse=boolean, kinds=SERVICES,
+        help="false drops the two info lines of every successful callback (callback.accepted, "
+        "callback.handled ok/duplicate); refusals, retries and dead letters are still logged.",
+    )  # fmt: skip
     max_age_s: float = declare(
         1 * DAY, parse=float, unit="s", low=0, high=365 * DAY, kinds=INGRESS | {"backfill"},
         help="Callbacks whose timestamp is older are refused (0: no limit); must stay below "
         "SINK_DEDUP_TTL, so that any replay inside the window is a duplicate.",
     )  # fmt: skip
+    edge_dedup_size: int = declare(
+        10_000, parse=int, low=0, high=10_000_000, kinds=INGRESS,
+        help="Callbacks each ingress process remembers as made durable (by callId): a re-post "
+        "of one is answered 200 without being queued or spooled again (0: remember none).",
+    )  # fmt: skip
     allowed_networks: tuple[IPNetwork, ...] = declare(
         (), parse=networks, kinds=INGRESS, default_text="all",
-        help="Client networks allowed to post callbacks, CIDR list; others get 403.",
+        help="Client networks allowed on the ingress port (callbacks, probes and /metrics "
+        "alike), CIDR list; others are closed at connect. Behind a trusted proxy a callback's "
+        "client is checked from X-Forwarded-For (403).",
     )  # fmt: skip
     trusted_proxies: tuple[IPNetwork, ...] = declare(
         (), parse=networks, kinds=INGRESS,
@@ -219,7 +237,12 @@ class Settings:
     )  # fmt: skip
     max_connections: int = declare(
         1000, parse=int, low=1, high=1_000_000, kinds=INGRESS,
-        help="Open connections per ingress process; more get a fast 503 and are closed.",
+        help="Open connections per ingress process; at the cap the oldest idle keep-alive one "
+        "is closed for a new one, and with none idle the new one gets a fast 503.",
+    )  # fmt: skip
+    keepalive_max_requests: int = declare(
+        100, parse=int, low=1, high=1_000_000, kinds=INGRESS,
+        help="Requests one connection may carry; the last one's answer closes it.",
     )  # fmt: skip
     max_inflight: int = declare(
         512, parse=int, low=1, high=1_000_000, kinds=INGRESS,
@@ -249,8 +272,15 @@ class Settings:
         "one host each need their own.",
     )  # fmt: skip
     queue_poll_s: float = declare(
-        15.0, parse=float, unit="s", above=True, low=0, high=DAY, kinds=WORKER,
-        help="How often a worker reads the depth of the queues for its metrics.",
+        15.0, parse=float, unit="s", above=True, low=0, high=DAY, kinds=SERVICES,
+        help="How often a worker, and process 0 of an ingress, read the queues' depths and "
+        "consumers from the broker for their metrics.",
+    )  # fmt: skip
+    metrics_linger_s: float = declare(
+        15.0, parse=float, unit="s", low=0, high=3600, kinds=WORKER,
+        help="After its drain, how long a stopped worker still serves /metrics so that a last "
+        "scrape sees its final counts (0: none); at most what the drain left of "
+        "SINK_SHUTDOWN_TIMEOUT.",
     )  # fmt: skip
 
     @property
@@ -308,6 +338,8 @@ class Settings:
             raise ConfigError("SINK_LOOP must be auto, asyncio or uvloop")
         if not self.retry_delays:
             raise ConfigError("SINK_RETRY_DELAYS must list at least one delay")
+        if self.body_budget_bytes - self.body_budget_bytes // 4 < self.body_limit:
+            raise ConfigError("SINK_BODY_BUDGET_BYTES must be at least 4/3 of SINK_BODY_LIMIT")
 
     def require_secrets(self) -> None:
         """The ingress cannot verify anything without a secret."""

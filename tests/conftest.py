@@ -123,6 +123,7 @@ async def settings(amqp_url: str, prefix: str, tmp_path: Path) -> AsyncIterator[
         publish_timeout=5.0,
         drain_delay=0.0,
         worker_port=0,
+        metrics_linger_s=0.0,
     )
     yield settings
     connection = await aio_pika.connect(amqp_url)

@@ -7,13 +7,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from callback_sink.ingress.app import create_app
-from callback_sink.sink.apps import appkey_of, claimed_appkey, parse_apps, read_apps_file
+from callback_sink.sink.apps import (
+    appkey_of,
+    check_signature,
+    claimed_appkey,
+    parse_apps,
+    read_apps_file,
+)
 from callback_sink.sink.errors import ConfigError, Rejected
 from callback_sink.sink.events import from_document
+from callback_sink.sink.examples import load_examples, resign
 from callback_sink.sink.settings import Settings
 from tests.conftest import Recorder, callback, post, signed
 
@@ -110,11 +118,13 @@ async def test_each_app_is_accepted_with_its_own_secret_and_refused_with_the_oth
     assert seen == {prod: "acme#prod", staging: "acme#staging"}
 
 
-async def test_a_callback_of_an_unlisted_app_or_of_no_app_gets_401(two_app_ingress: Any) -> None:
+async def test_a_callback_of_an_unlisted_app_or_of_no_app_no_secret_verifies_gets_401(
+    two_app_ingress: Any,
+) -> None:
     other = callback(call_id("acme#dev"))
     assert await post(two_app_ingress, signed(other, "secretA")) == 401
     nameless = callback("XXXX-demo-8696-cf3b48b20e7e")
-    assert await post(two_app_ingress, signed(nameless, "secretA")) == 401
+    assert await post(two_app_ingress, signed(nameless, "secretC")) == 401
     mismatched = callback(call_id("acme#prod"), appkey="acme#staging")
     assert await post(two_app_ingress, signed(mismatched, "secretA")) == 401
     # With no appkey in the callId, the appkey field names the app.
@@ -125,3 +135,38 @@ async def test_a_callback_of_an_unlisted_app_or_of_no_app_gets_401(two_app_ingre
 async def test_sink_secrets_alone_still_means_any_app(ingress: Any) -> None:
     for appkey in ("acme#prod", "acme#staging", "whoever#else"):
         assert await post(ingress, signed(callback(call_id(appkey)))) == 200
+
+
+async def test_a_callback_naming_no_app_is_the_app_whose_secret_alone_verifies_it(
+    two_app_ingress: Any, start_worker: Any, recorder: Recorder
+) -> None:
+    await start_worker(recorder.handler("tests.nameless"))
+    nameless = callback("XXXX-demo-8696-cf3b48b20e7e")
+    assert await post(two_app_ingress, signed(nameless, "secretB")) == 200
+    await recorder.wait_for(1)
+    [event] = recorder.of("tests.nameless")
+    assert event.appkey == "acme#staging"
+
+
+def test_a_callback_naming_no_app_that_several_apps_secrets_verify_is_refused() -> None:
+    shared = parse_apps("acme#prod=shared|secretA,acme#staging=shared")
+    doc = orjson.loads(signed(callback("XXXX-demo-8696-cf3b48b20e7e"), "shared"))
+    with pytest.raises(Rejected, match="several apps"):
+        check_signature(doc, shared, ())
+    assert check_signature(orjson.loads(signed(doc, "secretA")), shared, ()) == "acme#prod"
+
+
+async def test_every_spec_example_is_accepted_under_sink_apps(settings: Settings) -> None:
+    """The spec's examples name app XXXX#XXXX, or (its chat_offline example) no app at all."""
+    apps = replace(settings, secrets=(), apps=parse_apps("XXXX#XXXX=secretX,acme#prod=secretA"))
+    client = TestClient(TestServer(create_app(apps)))
+    await client.start_server()
+    try:
+        for example in load_examples(now=True):
+            body = orjson.dumps(resign(example.body, "secretX"))
+            assert await post(client, body) == 200, example.source
+            other = orjson.dumps(resign(example.body, "secretA"))  # acme#prod's secret
+            expected = 200 if appkey_of(example.body) is None else 401  # no app: acme#prod's
+            assert await post(client, other) == expected, example.source
+    finally:
+        await client.close()

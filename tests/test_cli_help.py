@@ -84,6 +84,22 @@ def test_config_prints_every_setting_with_secrets_and_passwords_masked() -> None
     assert "SINK_DIRECTORY_URL" in lines and "SINK_EMULATOR_PORT" in lines
 
 
+def test_config_masks_query_passwords_and_secrets_that_look_like_urls() -> None:
+    out = cli(
+        "config", "--json",
+        SINK_SECRETS="rule-secret",
+        SINK_AMQP_URL="amqp://sink@rabbit:5672/?password=query-password&heartbeat=5",
+        SINK_EASEMOB_HOST="a1.easemob.com", SINK_EASEMOB_ORG="o", SINK_EASEMOB_APP="a",
+        SINK_EASEMOB_CLIENT_ID="id", SINK_EASEMOB_CLIENT_SECRET="rest://secret-with-scheme",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    assert "query-password" not in text and "secret-with-scheme" not in text
+    values = orjson.loads(out.stdout)
+    assert values["SINK_EASEMOB_CLIENT_SECRET"] == "*** (1 secret)"
+    assert values["SINK_AMQP_URL"].startswith("amqp://sink@rabbit:5672/?password=")
+
+
 def test_config_json_is_one_object_of_variables() -> None:
     out = cli("config", "--json", SINK_SECRETS="abc")
     values = orjson.loads(out.stdout)

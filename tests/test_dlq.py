@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from callback_sink.sink import headers
 from callback_sink.sink.events import Event
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import DELIVERY_LIMIT, Topology
-from callback_sink.worker.dlq import DeadLetters, Selection, render
+from callback_sink.worker.dlq import DeadLetter, DeadLetters, Selection, as_dict, render
 from tests.broker import queue_depth
 from tests.conftest import Recorder, callback, post, signed
 from tests.test_cli_dlq import cli
@@ -174,3 +175,26 @@ async def test_dlq_show_twice_prints_the_same_letter_which_then_still_replays(
     await recorder.wait_for(1)
     await drain_and_stop(worker)
     assert await queue_depth(settings.amqp_url, f"{prefix}.dead") == 0
+
+
+def test_show_renders_nested_and_multi_line_headers_as_text_never_as_python_repr() -> None:
+    letter = DeadLetter(
+        call_id="XXXX#XXXX_n1", event_name="muc:apply", handlers="tests.crm",
+        error="ValueError: no", attempts=1, reason="attempts-exhausted", last_failure="",
+        body=b'{"callId": "XXXX#XXXX_n1", "security": "s"}',
+        headers={
+            "x-death": [{"count": 2, "queue": "q.delay.200",
+                         "time": dt.datetime(2025, 3, 1, tzinfo=dt.UTC)}],
+            "x-sink-traceback": "Traceback (most recent call last):\n  File x\nValueError: no",
+        },
+    )  # fmt: skip
+    text = render(letter)
+    assert text.splitlines()[:4] == [
+        'x-death: [{"count":2,"queue":"q.delay.200","time":"2025-03-01T00:00:00+00:00"}]',
+        "x-sink-traceback:",
+        "    Traceback (most recent call last):",
+        "      File x",
+    ]
+    assert "datetime" not in text and "{'" not in text and '"[redacted]"' in text
+    shown = as_dict(letter)
+    assert orjson.loads(orjson.dumps(shown))["headers"]["x-death"][0]["count"] == 2

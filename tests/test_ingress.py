@@ -63,7 +63,7 @@ async def test_bad_input_gets_its_status_a_log_line_and_never_reaches_the_queue(
     rejected = [line for line in logs if line["event"] == "callback.rejected"]
     assert len(rejected) == 1
     assert rejected[0]["status"] == status
-    assert reason in rejected[0]["reason"]
+    assert reason in rejected[0]["reason"] + rejected[0].get("detail", "")
     assert await queue_depth(settings.amqp_url, f"{settings.topology_prefix}.work") == 0
 
 

@@ -208,7 +208,7 @@ async def test_a_full_spool_answers_503_with_one_loud_log_line(spooled: Settings
     assert full["log_level"] == "error"
     assert full["status"] == 503
     assert full["spool_max_bytes"] == settings.spool_max_bytes
-    assert "broker not connected" in full["reason"]
+    assert "broker not connected" in full["broker_error"]
 
 
 async def test_a_stopping_ingress_reports_not_ready(spooled: Settings) -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from structlog.testing import capture_logs
@@ -66,18 +67,47 @@ def test_the_maximum_age_must_stay_below_the_dedup_ttl() -> None:
     assert Settings.from_env({}).max_age_s < Settings.from_env({}).dedup_ttl
 
 
-async def test_a_client_outside_the_allowed_networks_gets_403_before_its_body_is_read(
+async def test_a_client_outside_the_allowed_networks_is_closed_before_its_request_is_read(
     serve: Serve, settings: Settings
 ) -> None:
     ingress = await serve(allowed_networks=Settings.from_env(
         {"SINK_ALLOWED_NETWORKS": "10.0.0.0/8, 2001:db8::/32"}).allowed_networks)  # fmt: skip
+    headers = {"Content-Type": "application/json"}
     with capture_logs() as logs:
-        assert await post(ingress, signed(callback())) == 403
-    assert _rejected(logs)[0]["status"] == 403
+        sent = ingress.post("/callbacks", data=signed(callback()), headers=headers)
+        assert await _status(sent) is None  # closed at accept: no slot, nothing read
+    [line] = _rejected(logs)
+    assert line["status"] is None and line["reason"] == "client is not in SINK_ALLOWED_NETWORKS"
+    assert line["remote"] == "127.0.0.1"
     assert await queue_depth(settings.amqp_url, f"{settings.topology_prefix}.work") == 0
     allowed = await serve(allowed_networks=Settings.from_env(
         {"SINK_ALLOWED_NETWORKS": "127.0.0.0/8"}).allowed_networks)  # fmt: skip
     assert await post(allowed, signed(callback())) == 200
+
+
+async def _status(request: Any) -> int | None:
+    """The status of an answer, or None when the connection was closed unanswered."""
+    try:
+        async with request as response:
+            return int(response.status)
+    except aiohttp.ClientConnectionError:
+        return None
+
+
+async def test_the_allow_list_covers_the_whole_port_probes_and_metrics_included(
+    serve: Serve,
+) -> None:
+    # SINK_ALLOWED_NETWORKS guards the port, not only the callback paths: /readyz tells the
+    # spool's depth and the broker's state, /metrics the traffic. Whoever probes or scrapes
+    # the ingress must be in it (README: Security).
+    networks = "SINK_ALLOWED_NETWORKS"
+    outside = await serve(allowed_networks=Settings.from_env(
+        {networks: "10.0.0.0/8"}).allowed_networks)  # fmt: skip
+    inside = await serve(allowed_networks=Settings.from_env(
+        {networks: "127.0.0.0/8"}).allowed_networks)  # fmt: skip
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert await _status(outside.get(path)) in (403, None), path
+        assert await _status(inside.get(path)) == 200, path
 
 
 @pytest.mark.parametrize(
@@ -86,13 +116,13 @@ async def test_a_client_outside_the_allowed_networks_gets_403_before_its_body_is
         ("127.0.0.1", "198.51.100.1, 203.0.113.7", 200),  # right-most untrusted is allowed
         ("127.0.0.1", "203.0.113.7, 198.51.100.1", 403),  # the client wrote the left part
         ("127.0.0.1, 198.51.100.0/24", "203.0.113.7, 198.51.100.1", 200),  # two proxies
-        ("", "198.51.100.1, 203.0.113.7", 403),  # no trusted proxy: the header is ignored
+        ("", "198.51.100.1, 203.0.113.7", None),  # no trusted proxy: closed at accept
         ("127.0.0.1", "not-an-address", 403),
     ],
     ids=["one-proxy", "forged-left", "two-proxies", "untrusted-peer", "garbage"],
 )
 async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
-    serve: Serve, trusted: str, forwarded_for: str, status: int
+    serve: Serve, trusted: str, forwarded_for: str, status: int | None
 ) -> None:
     parsed = Settings.from_env(
         {"SINK_ALLOWED_NETWORKS": "203.0.113.0/24", "SINK_TRUSTED_PROXIES": trusted}
@@ -100,7 +130,34 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
     ingress = await serve(
         allowed_networks=parsed.allowed_networks, trusted_proxies=parsed.trusted_proxies
     )
-    assert await post(ingress, signed(callback()), **{"X-Forwarded-For": forwarded_for}) == status
+    headers = {"Content-Type": "application/json", "X-Forwarded-For": forwarded_for}
+    sent = ingress.post("/callbacks", data=signed(callback()), headers=headers)
+    assert await _status(sent) == status
+
+
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        (["198.51.100.1, 203.0.113.7"], 200),  # one line: the right-most hop is the client
+        (["203.0.113.7", "198.51.100.1"], 403),  # HAProxy appends a line: the forged first
+        (["198.51.100.1", "203.0.113.7"], 200),  # the proxy's line names the allowed client
+        (["203.0.113.7, 10.9.9.9", "198.51.100.1"], 403),  # the right-most untrusted hop
+    ],
+    ids=["single-line", "forged-first-line", "appended-line", "several-hops"],
+)
+async def test_every_x_forwarded_for_line_is_read_and_the_right_most_untrusted_hop_is_the_client(
+    serve: Serve, lines: list[str], status: int
+) -> None:
+    parsed = Settings.from_env(
+        {"SINK_ALLOWED_NETWORKS": "203.0.113.0/24", "SINK_TRUSTED_PROXIES": "127.0.0.1"}
+    )
+    ingress = await serve(
+        allowed_networks=parsed.allowed_networks, trusted_proxies=parsed.trusted_proxies
+    )
+    headers = [("Content-Type", "application/json"), *(("X-Forwarded-For", v) for v in lines)]
+    response = await ingress.post("/callbacks", data=signed(callback()), headers=headers)
+    await response.read()
+    assert response.status == status
 
 
 async def test_a_request_aiohttp_cannot_parse_never_puts_its_body_in_a_log_line(
@@ -135,7 +192,7 @@ async def test_a_503_tells_the_caller_nothing_of_the_spool_or_the_broker(
     assert response.status == 503
     assert "spool" not in text and str(tmp_path) not in text and "broker" not in text
     [line] = [line for line in logs if line["event"] == "spool.full"]
-    assert "broker" in line["reason"]
+    assert line["reason"] == "spool full" and line["broker_error"]
 
 
 async def test_short_secrets_are_warned_about_once_without_being_logged(

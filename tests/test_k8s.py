@@ -10,6 +10,7 @@ grace periods cover the drain, the spool is on a persistent volume.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +19,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from callback_sink.handlers.registry import load
 from callback_sink.ingress.app import create_app
+from callback_sink.service import CHILD_STOP_MARGIN
+from callback_sink.shutdown import (
+    chain_seconds,
+    ingress_steps,
+    ingress_stop_seconds,
+    worker_stop_seconds,
+)
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology
 from callback_sink.worker.consumer import Worker
@@ -27,11 +36,12 @@ from callback_sink.worker.probes import create_probe_app
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"
 KEDA_API = "keda.sh/v1alpha1"
-#: Seconds a pod needs beyond the drain delay and the shutdown time-out (closing the spool,
-#: the drainer's last batch, the broker connection).
-GRACE_MARGIN = 10
-#: The benchmark's resident memory: about 50 MiB per process; ingress = parent + 2 children.
-INGRESS_MEMORY_REQUEST_MIB = 150
+#: Beyond a worker's worst-case stop: its @on_shutdown hooks, which nothing bounds.
+HOOKS_MARGIN = 10
+#: Beyond the supervisor's kill time-out: the parent's own exit.
+PARENT_EXIT = 5
+#: Measured idle: 219 MiB resident summed over parent + 2 children (178 MiB PSS), plus room.
+INGRESS_MEMORY_REQUEST_MIB = 256
 
 # KEDA 2.x's documented fields (keda.sh: "ScaledObject specification", "RabbitMQ Queue"
 # scaler, "TriggerAuthentication"): anything else is a typo KEDA would reject or ignore.
@@ -125,10 +135,12 @@ def test_strict_validation_catches_a_misspelt_field() -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-def test_the_kustomization_lists_every_manifest_except_the_example_secret() -> None:
+def test_the_kustomization_lists_every_manifest_except_the_examples() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == manifests - {"secret.example.yaml"}
+    examples = {name for name in manifests if name.endswith(".example.yaml")}
+    assert examples == {"secret.example.yaml", "networkpolicy.example.yaml"}
+    assert set(kustomization["resources"]) == manifests - examples
     images = {image["name"] for image in kustomization["images"]}
     for workload in _workloads():
         assert _container(workload)["image"].split(":")[0] in images
@@ -194,16 +206,60 @@ def test_the_probes_hit_paths_and_ports_the_app_serves(tmp_path: Path) -> None:
     assert settings.host == settings.worker_host == "0.0.0.0"
 
 
-def test_grace_periods_cover_the_drain_delay_and_the_shutdown_time() -> None:
-    settings = Settings.from_env({**_config(), **_secret()})
+def _settings_of(workload: dict[str, Any]) -> Settings:
+    """What a workload's container runs with: its own literal env over the ConfigMap over the
+    declared defaults (secret values from the example Secret)."""
+    env = {v["name"]: v["value"] for v in _container(workload).get("env", []) if "value" in v}
+    return Settings.from_env({**_config(), **_secret(), **env})
+
+
+def _grace(workload: dict[str, Any]) -> int:
+    return cast(int, workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+
+def test_grace_periods_cover_each_process_worst_case_stop() -> None:
     ingress, worker = _workloads()
-    needed = settings.drain_delay + settings.shutdown_timeout + GRACE_MARGIN
-    assert ingress["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= needed
-    needed = settings.shutdown_timeout + GRACE_MARGIN
-    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= needed
+    settings = _settings_of(ingress)
+    # The supervisor kills a child still running CHILD_STOP_MARGIN after its worst case.
+    assert _grace(ingress) >= ingress_stop_seconds(settings) + CHILD_STOP_MARGIN + PARENT_EXIT
+    assert _grace(worker) >= worker_stop_seconds(_settings_of(worker)) + HOOKS_MARGIN
     # A drain delay long enough for endpoints to drop the pod, and readiness probed faster.
     readiness = _container(ingress)["readinessProbe"]
     assert readiness["periodSeconds"] * readiness["failureThreshold"] <= settings.drain_delay
+
+
+def test_one_callbacks_handlers_finish_within_the_workers_shutdown_time() -> None:
+    settings = _settings_of(_one("Deployment"))
+    handlers = load(settings.handlers, use_entry_points=False).handlers
+    assert chain_seconds(settings, handlers) <= settings.shutdown_timeout
+
+
+def test_the_ingress_stop_sum_is_what_the_manifest_comment_says() -> None:
+    settings = _settings_of(_one("StatefulSet"))
+    total = ingress_stop_seconds(settings)
+    assert total == sum(step.seconds for step in ingress_steps(settings)) == 65
+    assert f"= {total:g} s" in (K8S / "ingress.yaml").read_text()
+
+
+def _compose_env(service: dict[str, Any]) -> dict[str, str]:
+    """A compose service's environment, each ``${VAR:-default}`` read as its default."""
+    env = {k: str(v) for k, v in service.get("environment", {}).items()}
+    return {k: re.sub(r"\$\{[A-Z_]+:[-?]([^}]*)\}", r"\1", v) for k, v in env.items()}
+
+
+def test_compose_stop_grace_periods_cover_the_same_sums() -> None:
+    compose = yaml.safe_load((K8S.parent / "compose.yaml").read_text())["services"]
+    secret = {"SINK_SECRETS": "placeholder-secret-of-32-characters"}
+    ingress = Settings.from_env({**_compose_env(compose["ingress"]), **secret})
+    worker = Settings.from_env(_compose_env(compose["worker"]))
+
+    def grace(name: str) -> float:
+        return float(re.fullmatch(r"(\d+)s", compose[name]["stop_grace_period"])[1])  # type: ignore[index]
+
+    assert grace("ingress") >= ingress_stop_seconds(ingress) + CHILD_STOP_MARGIN + PARENT_EXIT
+    assert grace("worker") >= worker_stop_seconds(worker) + HOOKS_MARGIN
+    handlers = load(worker.handlers, use_entry_points=False).handlers
+    assert chain_seconds(worker, handlers) <= worker.shutdown_timeout
 
 
 def test_the_ingress_spool_is_on_a_persistent_volume_of_each_pod() -> None:
@@ -228,6 +284,18 @@ def test_resources_follow_the_benchmark_memory() -> None:
         assert _mib(resources["limits"]["memory"]) >= 2 * request
     ingress = _container(_one("StatefulSet"))["resources"]
     assert _mib(ingress["requests"]["memory"]) >= INGRESS_MEMORY_REQUEST_MIB
+
+
+def test_the_example_network_policies_open_the_ports_the_pods_name() -> None:
+    policies = {d["metadata"]["name"]: d for f, d in DOCS if d["kind"] == "NetworkPolicy"}
+    for workload in _workloads():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        selects = [p["spec"]["podSelector"]["matchLabels"] for p in policies.values()]
+        [policy] = [p for p, s in zip(policies.values(), selects, strict=True)
+                    if s.items() <= labels.items()]  # fmt: skip
+        ports = {p["name"] for p in _container(workload)["ports"]}
+        opened = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+        assert opened == ports, workload["metadata"]["name"]
 
 
 def test_services_and_budgets_select_their_pods() -> None:
@@ -305,3 +373,149 @@ def test_the_rabbitmq_trigger_watches_the_work_queue_with_credentials_from_the_s
     assert set(ref) == SECRET_TARGET_REF and ref["parameter"] == "host"
     assert ref["name"] == _one("Secret")["metadata"]["name"]
     assert _secret()[ref["key"]].startswith("amqp")
+
+
+# --- deploy/k8s/monitoring: the Prometheus-operator objects and the dashboard ConfigMap. ---
+# kubernetes-validate knows only core kinds: the operator's CRDs are checked against the fields
+# of monitoring.coreos.com/v1 that these manifests may use (a typo the operator would reject or
+# silently ignore fails here), and against the application and the alert rules.
+
+MONITORING = K8S / "monitoring"
+OPERATOR_API = "monitoring.coreos.com/v1"
+POD_MONITOR_SPEC = {
+    "jobLabel",
+    "podTargetLabels",
+    "podMetricsEndpoints",
+    "selector",
+    "namespaceSelector",
+    "sampleLimit",
+    "targetLimit",
+    "attachMetadata",
+}
+POD_METRICS_ENDPOINT = {
+    "port",
+    "portNumber",
+    "targetPort",
+    "path",
+    "scheme",
+    "params",
+    "interval",
+    "scrapeTimeout",
+    "honorLabels",
+    "honorTimestamps",
+    "relabelings",
+    "metricRelabelings",
+    "enableHttp2",
+    "filterRunning",
+}
+RELABELING = {
+    "sourceLabels",
+    "separator",
+    "targetLabel",
+    "regex",
+    "modulus",
+    "replacement",
+    "action",
+}
+RULE_GROUP = {"name", "interval", "rules", "limit", "partial_response_strategy"}
+RULE = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+
+
+def _monitoring() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in sorted(MONITORING.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+MONITORING_DOCS = [(f, d) for f, d in _monitoring() if d["kind"] != "Kustomization"]
+
+
+def _monitors() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in MONITORING_DOCS if d["kind"] == "PodMonitor"}
+
+
+def _job_names_of_the_rules() -> set[str]:
+    rules = (K8S.parent / "prometheus" / "alerts.yaml").read_text()
+    return set(re.findall(r'up\{job="([^"]+)"\}', rules))
+
+
+def test_the_monitoring_kustomization_lists_its_manifests_and_stays_out_of_the_main_one() -> None:
+    kustomization = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
+    manifests = {p.name for p in MONITORING.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == manifests
+    main = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert not any("monitoring" in r for r in main["resources"]), "it needs the operator's CRDs"
+    kinds = sorted(d["kind"] for _, d in MONITORING_DOCS)
+    assert kinds == ["ConfigMap", "PodMonitor", "PodMonitor", "PrometheusRule"]
+
+
+def test_a_pod_monitor_per_workload_sets_the_job_names_the_rules_match_on() -> None:
+    monitors = _monitors()
+    jobs = {}
+    for workload in _workloads():
+        pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+        (monitor,) = [
+            m for m in monitors.values()
+            if m["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        ]  # fmt: skip
+        assert monitor["apiVersion"] == OPERATOR_API
+        spec = monitor["spec"]
+        assert set(spec) <= POD_MONITOR_SPEC, set(spec) - POD_MONITOR_SPEC
+        (endpoint,) = spec["podMetricsEndpoints"]
+        assert set(endpoint) <= POD_METRICS_ENDPOINT, set(endpoint) - POD_METRICS_ENDPOINT
+        ports = {p["name"]: p["containerPort"] for p in _container(workload)["ports"]}
+        assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+        (relabel,) = endpoint["relabelings"]
+        assert set(relabel) <= RELABELING and relabel["targetLabel"] == "job"
+        assert relabel.get("action", "replace") == "replace" and "sourceLabels" not in relabel
+        jobs[workload["spec"]["template"]["spec"]["containers"][0]["name"]] = relabel["replacement"]
+        # No second scrape of the same pods under another job name by annotation.
+        assert "prometheus.io/scrape" not in workload["spec"]["template"]["metadata"].get(
+            "annotations", {}
+        )
+    assert jobs == {"ingress": "callback-sink-ingress", "worker": "callback-sink-worker"}
+    assert set(jobs.values()) == _job_names_of_the_rules()
+    scrape = yaml.safe_load((K8S.parent / "prometheus" / "prometheus.yml").read_text())
+    assert {j["job_name"] for j in scrape["scrape_configs"]} == set(jobs.values())
+
+
+def test_the_metrics_path_of_both_pod_monitors_is_served_on_their_port(tmp_path: Path) -> None:
+    settings = Settings.from_env({**_config(), **_secret(), "SINK_SPOOL_DIR": str(tmp_path)})
+    monitors = _monitors()
+    ingress = monitors["callback-sink-ingress"]["spec"]["podMetricsEndpoints"][0]
+    worker = monitors["callback-sink-worker"]["spec"]["podMetricsEndpoints"][0]
+    ports = {p["name"]: p["containerPort"] for w in _workloads() for p in _container(w)["ports"]}
+    assert ports[ingress["port"]] == settings.port
+    assert ports[worker["port"]] == settings.worker_port
+    assert ingress["path"] in _routes(create_app(settings))
+    assert worker["path"] in _routes(create_probe_app(cast(Worker, object())))
+
+
+def test_the_prometheus_rule_carries_exactly_the_shipped_alert_rules() -> None:
+    from tests.monitoring_manifests import RULE_FILE, render_rule
+
+    (rule,) = [d for _, d in MONITORING_DOCS if d["kind"] == "PrometheusRule"]
+    assert rule["apiVersion"] == OPERATOR_API and set(rule["spec"]) == {"groups"}
+    shipped = yaml.safe_load((K8S.parent / "prometheus" / "alerts.yaml").read_text())
+    assert rule["spec"]["groups"] == shipped["groups"]
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= RULE_GROUP
+        for each in group["rules"]:
+            assert set(each) <= RULE, set(each) - RULE
+    assert RULE_FILE.read_text() == render_rule(), "run `python -m tests.monitoring_manifests`"
+
+
+def test_the_dashboard_config_map_holds_the_shipped_dashboard_for_grafanas_sidecar() -> None:
+    from tests.monitoring_manifests import DASHBOARD, DASHBOARD_FILE, render_dashboard
+
+    (config_map,) = [d for _, d in MONITORING_DOCS if d["kind"] == "ConfigMap"]
+    kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = config_map["data"].values()
+    assert json.loads(text) == json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert DASHBOARD_FILE.read_text() == render_dashboard(), (
+        "run `python -m tests.monitoring_manifests`"
+    )

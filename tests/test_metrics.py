@@ -4,12 +4,14 @@ outcome; a supervised ingress's scrape sums its children; SIGTERM drains before 
 from __future__ import annotations
 
 import asyncio
+import platform
 import signal
 from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
+from callback_sink.sink.metrics import version
 from callback_sink.sink.settings import Settings
 from callback_sink.testing.ports import free_port
 from callback_sink.worker.depth import QueueDepths
@@ -22,7 +24,7 @@ from tests.waiting import until
 N, M, K = 7, 3, 2
 REQUESTS = "callback_sink_ingress_requests_total"
 #: Series only a worker process may export (an ingress exporting them fires worker alerts).
-WORKER_SERIES = ("callback_sink_worker_", "callback_sink_queue_")
+WORKER_SERIES = ("callback_sink_worker_",)
 
 
 async def test_counters_equal_what_was_sent_and_the_queues_return_to_zero_once_drained(
@@ -36,10 +38,14 @@ async def test_counters_equal_what_was_sent_and_the_queues_return_to_zero_once_d
         assert await post(ingress, b'{"not": "a callback"') == 400
     response = await ingress.get("/metrics")
     found = samples(await response.text())
-    assert value(found, REQUESTS, status="200") == N
-    assert value(found, REQUESTS, status="401") == M
-    assert value(found, REQUESTS, status="400") == K
-    assert value(found, REQUESTS, status="503") == 0
+    assert value(found, REQUESTS, status="200", signed="yes") == N
+    assert value(found, REQUESTS, status="401", signed="no") == M  # a bad signature
+    assert value(found, REQUESTS, status="401", signed="yes") == 0  # too old, verified
+    assert value(found, REQUESTS, status="400", signed="no") == K
+    assert value(found, REQUESTS, status="503", signed="no") == 0
+    assert value(found, REQUESTS, status="503", signed="yes") == 0
+    assert value(found, "callback_sink_build_info", version=version(),
+                 python=platform.python_version()) == 1  # fmt: skip
     assert value(found, "callback_sink_ingress_accepted_total", durable="broker") == N
     assert value(found, "callback_sink_ingress_accepted_total", durable="spool") == 0
     assert value(found, "callback_sink_ingress_request_seconds_count") == N + M + K
@@ -49,7 +55,7 @@ async def test_counters_equal_what_was_sent_and_the_queues_return_to_zero_once_d
         recorder.handler("everything"), recorder.handler("contacts", ("roster",))
     )
     await recorder.wait_for(N)
-    depths = QueueDepths(settings, worker.metrics)
+    depths = QueueDepths(settings, worker.metrics.depths)
     try:
 
         async def empty() -> dict[str, int] | None:
@@ -108,8 +114,8 @@ async def test_a_scrape_of_a_supervised_ingress_sums_its_children_and_sigterm_dr
             assert await post_fresh(base + "/callbacks", b"{}") == 400
         for _ in range(4):  # whichever child answers the scrape, it sees every child's counts
             found = await scrape(base + "/metrics")
-            assert value(found, REQUESTS, status="200") == sent
-            assert value(found, REQUESTS, status="400") == 5
+            assert value(found, REQUESTS, status="200", signed="yes") == sent
+            assert value(found, REQUESTS, status="400", signed="no") == 5
             assert value(found, "callback_sink_ingress_accepted_total", durable="broker") == sent
             assert value(found, "callback_sink_spool_records") == 0
             assert value(found, "process_resident_memory_bytes") > 0
@@ -130,9 +136,11 @@ async def test_a_supervised_ingress_exports_no_worker_series(settings: Settings)
     try:
         for _ in range(4):  # whichever child answers the scrape
             found = await scrape(f"http://127.0.0.1:{port}/metrics")
-            assert value(found, REQUESTS, status="200") == 0  # the ingress's own series are there
+            assert value(found, REQUESTS, status="200", signed="yes") == 0  # the ingress's own
             worker_series = {name for name, _ in found if name.startswith(WORKER_SERIES)}
             assert worker_series == set()
+            builds = [labels for name, labels in found if name == "callback_sink_build_info"]
+            assert len(builds) == 1  # one series, not one per child
         assert await ingress.stop(signal.SIGTERM) == 0
     finally:
         await ingress.kill()

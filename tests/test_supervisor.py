@@ -61,13 +61,46 @@ async def test_a_killed_child_is_restarted_and_a_stop_ends_every_child_with_exit
     assert not any(alive(pid) for pid in pids)
 
 
-async def test_children_that_keep_dying_make_the_supervisor_give_up_with_exit_1(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_children_that_keep_dying_are_restarted_with_backoff_and_flag_a_crash_loop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Giving up would turn whatever kills a child (an attack, a rare bug) into an outage.
     monkeypatch.setattr(supervisor_module, "RESTART_MAX", 0.2)
+    monkeypatch.setattr(supervisor_module, "CRASH_LOOP_CHECK", 0.05)
     command = [sys.executable, "-c", "raise SystemExit(3)"]
-    supervisor = Supervisor(lambda index: command, 1, max_deaths=3, window=60)
-    assert await asyncio.wait_for(supervisor.run(asyncio.Event()), 60) == 1
+    supervisor = Supervisor(lambda index: command, 1, max_deaths=3, window=2, state_dir=tmp_path)
+    stop = asyncio.Event()
+    running = asyncio.create_task(supervisor.run(stop))
+    await until(lambda: supervisor_module.crash_loop(tmp_path), 60, what="the crash-loop state")
+    assert supervisor.crash_looping and not running.done()
+    assert supervisor_module.crash_loop(tmp_path)["deaths"] == 4  # type: ignore[index]
+    await until(lambda: len(supervisor._deaths) >= 8, 60, what="restarts after the 4th death")
+    stop.set()
+    assert await asyncio.wait_for(running, 30) == 0
+    assert supervisor_module.crash_loop(tmp_path) is None
+
+
+async def test_a_crash_loop_ends_once_the_window_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(supervisor_module, "CRASH_LOOP_CHECK", 0.05)
+    # Dies twice (two marker files), then sleeps: a loop of max_deaths=1 that ends by itself.
+    code = (
+        f"import os, sys, time; n = len(os.listdir({str(tmp_path)!r})); "
+        f"open({str(tmp_path)!r} + f'/died{{n}}', 'w'); "
+        "sys.exit(3) if n < 3 else time.sleep(600)"
+    )
+    command = [sys.executable, "-c", code]
+    state = tmp_path / "state"
+    state.mkdir()
+    supervisor = Supervisor(lambda index: command, 1, max_deaths=1, window=1.5, state_dir=state)
+    stop = asyncio.Event()
+    running = asyncio.create_task(supervisor.run(stop))
+    await until(lambda: supervisor.crash_looping, 30, what="the crash loop")
+    await until(lambda: not supervisor.crash_looping, 30, what="the crash loop to end")
+    assert supervisor_module.crash_loop(state) is None
+    stop.set()
+    assert await asyncio.wait_for(running, 30) == 0
 
 
 def ingress(root: Path, processes: int) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,7 @@ when a handler's start-up hook fails (on the real broker)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,6 +23,13 @@ from tests.conftest import Recorder, callback, post, signed
 from tests.waiting import until
 
 Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The worker's own defences are under test: the ingress's edge dedup (which answers a
+    re-post of a recent callId without storing it again) is off, so every copy reaches it."""
+    return replace(settings, edge_dedup_size=0)
 
 
 async def fail(event: Event) -> None:

@@ -43,6 +43,12 @@ async def test_the_worker_serves_health_readiness_and_metrics_on_its_own_port(
         assert value(found, "callback_sink_worker_ready") == 1
         for queue in ("work", "retry", "dead_letter"):
             assert value(found, "callback_sink_queue_messages", queue=queue) == 0
+
+        async def consumed() -> bool:  # the broker's count, polled: this worker on the work queue
+            found = await scrape(base + "/metrics")
+            return value(found, "callback_sink_queue_consumers", queue="work") == 1
+
+        await until(consumed, 10, what="callback_sink_queue_consumers{queue=work} 1")
         assert value(found, "callback_sink_worker_handled_total", handler="handlers.log.log_event",
                      outcome="ok") >= 0  # fmt: skip
         assert value(found, "callback_sink_rest_requests_total", status="429") >= 0

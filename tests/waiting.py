@@ -51,7 +51,7 @@ async def drain_and_stop(worker: Worker, within: float = 30.0) -> None:
     in a work, partition or delay queue fails the check instead of being missed by a short
     sleep. Stopping twice is harmless, so the ``start_worker`` fixture may stop it again.
     """
-    depths = QueueDepths(worker.settings, worker.metrics)
+    depths = QueueDepths(worker.settings, worker.metrics.depths)
 
     async def idle() -> bool:
         counts = await depths.poll()

@@ -35,7 +35,6 @@ from structlog.contextvars import bound_contextvars
 
 from callback_sink.handlers.registry import Registry
 from callback_sink.sink import headers, logs
-from callback_sink.sink.amqp import connect_any
 from callback_sink.sink.errors import DecodeError, DedupUnavailable, StartupError
 from callback_sink.sink.events import decode
 from callback_sink.sink.metrics import WorkerMetrics
@@ -47,6 +46,7 @@ from callback_sink.worker.decide import Policy, decide
 from callback_sink.worker.dedup import DedupStore
 from callback_sink.worker.gate import Gate
 from callback_sink.worker.leases import Leases
+from callback_sink.worker.link import BrokerLink
 from callback_sink.worker.ordered import Partitions
 from callback_sink.worker.ordered import in_place as in_place_run
 from callback_sink.worker.pipeline import DeliveryResult, Result, RunPolicy, dispatch
@@ -58,12 +58,10 @@ T = TypeVar("T")
 
 #: How often a paused worker checks whether the dedup store is back, seconds.
 DEDUP_PROBE_INTERVAL = 1.0
+#: After SINK_SHUTDOWN_TIMEOUT, how long the handlers cancelled then may take to unwind, seconds.
+CANCEL_GRACE = 5.0
 #: Start-up retry backoff: first wait and cap, seconds.
 STARTUP_BACKOFF = (0.5, 5.0)
-#: Once connected, how soon the robust connection retries after a loss, seconds. The first
-#: retry is immediate and goes to the next node of a cluster; deliveries in hand when the
-#: node died cannot be acked any more and come back (redelivered, deduplicated).
-RECONNECT_INTERVAL = 1.0
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -132,6 +130,7 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.metrics.bind(h.name for h in registry.handlers)
         self.topology = Topology.of(settings)
+        self.link = BrokerLink()  # ``link.up``: connected, channels restored
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queues: list[tuple[AbstractQueue, Callable[[AbstractIncomingMessage], Any]]] = []
@@ -144,7 +143,8 @@ class Worker:
         self._gate = Gate()
         self._inflight: set[asyncio.Task[None]] = set()
         self._pause_task: asyncio.Task[None] | None = None
-        self._stopping = False
+        #: A stop began: no message is taken any more, handlers in flight finish.
+        self.stopping = False
         #: Set once the first consume passed its guard (:mod:`.single`): no run before it.
         self._admitted = asyncio.Event()
 
@@ -159,11 +159,7 @@ class Worker:
         """Wait for the broker and the dedup store, run the start-up hooks, then consume."""
         timeout = self.settings.startup_timeout_s
         self._connection = await with_retries(
-            "RabbitMQ (SINK_AMQP_URL)",
-            lambda: connect_any(
-                self.settings.amqp_urls, per_node=5, reconnect_interval=RECONNECT_INTERVAL
-            ),
-            timeout,
+            "RabbitMQ (SINK_AMQP_URL)", lambda: self.link.connect(self.settings.amqp_urls), timeout
         )
         try:
             await with_retries("the dedup store (SINK_DEDUP_URL)", self.store.ping, timeout)
@@ -176,7 +172,9 @@ class Worker:
         self._channel = channel
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         await declare(channel, self.topology)
-        self._settler = Settler(channel, self.topology, self.metrics)
+        self._settler = Settler(
+            channel, self.topology, self.metrics, log_ok=self.settings.log_accepted
+        )
         # ensure=True declares (passively) through the robust channel, which then restores
         # the queue and its consumer after a reconnection; ensure=False would not.
         work = await channel.get_queue(self.topology.work_queue, ensure=True)
@@ -200,7 +198,7 @@ class Worker:
     @property
     def consuming(self) -> bool:
         """Taking messages: started, not stopping, not paused for the dedup store."""
-        return bool(self._consumers) and not self._stopping
+        return bool(self._consumers) and not self.stopping
 
     async def _consume(self) -> None:
         for queue, callback in self._queues:
@@ -235,8 +233,8 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop taking messages, let running handlers finish (bounded), then close."""
-        self._stopping = True
-        self._admitted.set()  # waiting deliveries see _stopping and go back to the queue
+        self.stopping = True
+        self._admitted.set()  # waiting deliveries see stopping and go back to the queue
         if self._pause_task is not None:
             self._pause_task.cancel()
             await asyncio.wait([self._pause_task])
@@ -250,7 +248,7 @@ class Worker:
                 task.cancel()
             if pending:
                 log.warning("worker.drain_timeout", cancelled=len(pending))
-                await asyncio.wait(pending, timeout=5)
+                await asyncio.wait(pending, timeout=CANCEL_GRACE)
         await self._close()
         log.info("worker.stopped")
 
@@ -269,7 +267,7 @@ class Worker:
             async with self._slots:
                 if not self._admitted.is_set():
                     await self._admitted.wait()
-                if self._stopping:  # prefetched but not started: let another worker have it
+                if self.stopping:  # prefetched but not started: let another worker have it
                     assert self._settler is not None
                     await self._settler.requeue(message)
                     return
@@ -312,7 +310,7 @@ class Worker:
                 if in_place:
                     final = await in_place_run(
                         message, run, settled_of(message), delivery, self._policy, settler,
-                        lambda: self._stopping,
+                        lambda: self.stopping,
                     )  # fmt: skip
                     if final is None:
                         await settler.requeue(message)
@@ -338,12 +336,12 @@ class Worker:
 
     async def _pause_until_store_is_back(self) -> None:
         await self._cancel()
-        while not self._stopping:
+        while not self.stopping:
             try:
                 await self.store.ping()
                 break
             except DedupUnavailable:
                 await asyncio.sleep(DEDUP_PROBE_INTERVAL)
-        if not self._stopping:
+        if not self.stopping:
             log.info("dedup.recovered")
             await self._consume()

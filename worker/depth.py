@@ -1,4 +1,10 @@
-"""Queue depths for the worker's metrics, read every ``SINK_QUEUE_POLL_S`` seconds.
+"""Queue depths and consumers from the broker's side, read every ``SINK_QUEUE_POLL_S`` seconds.
+
+Every worker polls, and so does process 0 of an ingress: with every worker stopped, the
+ingress still reports the work piling up. Each poller sets the same broker figures, so
+dashboards and alerts take ``max by (queue)`` of ``callback_sink_queue_messages`` and
+``callback_sink_queue_consumers``, never their sum. A label's consumers are the most of any of
+its queues (each worker consumes the work queue and every partition queue).
 
 A passive declare answers with a queue's count of ready messages without touching them. The
 work and dead-letter queues always exist; a delay queue exists only once some worker retried
@@ -20,7 +26,7 @@ from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelInvalidStateErr
 
 from callback_sink.sink import logs
 from callback_sink.sink.amqp import connect_first
-from callback_sink.sink.metrics import WorkerMetrics
+from callback_sink.sink.metrics import QueueMetrics
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology, delay_steps_ms
 
@@ -35,15 +41,19 @@ POLL_ERRORS = (TimeoutError, OSError, AMQPError, ChannelInvalidStateError, Runti
 
 
 class QueueDepths:
-    """Sets ``callback_sink_queue_messages{queue}`` from the broker, periodically."""
+    """Sets ``callback_sink_queue_messages{queue}`` and ``callback_sink_queue_consumers{queue}``
+    from the broker, periodically; ``role`` names the poller in its log lines."""
 
-    def __init__(self, settings: Settings, metrics: WorkerMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: QueueMetrics, role: str = "worker") -> None:
         self.settings = settings
         self.metrics = metrics
+        self.role = role
         self.topology = Topology.of(settings)
         delays = delay_steps_ms(settings.retry_delays)
         self.delay_queues = [self.topology.delay_queue(ms) for ms in delays]
         self._connection: AbstractConnection | None = None
+        #: The consumers of the last poll, by ``queue`` label.
+        self.consumers: dict[str, int] = {}
 
     async def poll(self) -> dict[str, int]:
         """Read every depth once and set the gauges; returns them by ``queue`` label."""
@@ -53,17 +63,21 @@ class QueueDepths:
         channel = await connection.channel()
         try:
             counts = {"work": 0, "retry": 0, "dead_letter": 0}
+            consumers = dict.fromkeys(counts, 0)
             names = [("work", self.topology.work_queue), ("dead_letter", self.topology.dead_queue)]
             names += [("retry", name) for name in self.delay_queues]
             names += [("work", name) for name in self.topology.partition_queues]
             for label, name in names:
-                found, channel = await _ready(connection, channel, name)
+                (found, consuming), channel = await _ready(connection, channel, name)
                 counts[label] += found
+                consumers[label] = max(consumers[label], consuming)
         finally:
             with contextlib.suppress(AMQPError, ChannelInvalidStateError, RuntimeError):
                 await channel.close()
         for label, count in counts.items():
-            self.metrics.queues[label].set(count)
+            self.metrics.messages[label].set(count)
+            self.metrics.consumers[label].set(consumers[label])
+        self.consumers = consumers
         return counts
 
     async def run(self) -> None:
@@ -72,7 +86,8 @@ class QueueDepths:
             try:
                 await asyncio.wait_for(self.poll(), POLL_TIMEOUT)
             except POLL_ERRORS as exc:
-                log.warning("worker.queue_depth_failed", error=f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("queue_depth.failed", poller=self.role, error=error)
                 await self.close()
             await asyncio.sleep(self.settings.queue_poll_s)
 
@@ -85,20 +100,23 @@ class QueueDepths:
 
 async def _ready(
     connection: AbstractConnection, channel: AbstractChannel, name: str
-) -> tuple[int, AbstractChannel]:
-    """The ready messages of queue ``name`` (0 if it does not exist) and a usable channel."""
+) -> tuple[tuple[int, int], AbstractChannel]:
+    """The ready messages and the consumers of queue ``name`` (0, 0 if it does not exist),
+    and a usable channel."""
     try:
         queue = await channel.declare_queue(name, passive=True)
     except ChannelClosed:  # 404: the queue does not exist, and the channel is gone
-        return 0, await connection.channel()
-    count = queue.declaration_result.message_count
-    return count or 0, channel
+        return (0, 0), await connection.channel()
+    declared = queue.declaration_result
+    return (declared.message_count or 0, declared.consumer_count or 0), channel
 
 
 @contextlib.asynccontextmanager
-async def polling(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator[QueueDepths]:
+async def polling(
+    settings: Settings, metrics: QueueMetrics, role: str = "worker"
+) -> AsyncIterator[QueueDepths]:
     """Poll the queue depths in the background for as long as the context lasts."""
-    depths = QueueDepths(settings, metrics)
+    depths = QueueDepths(settings, metrics, role)
     task = asyncio.create_task(depths.run())
     try:
         yield depths

@@ -7,9 +7,13 @@ need a port of their own.
 
 - ``/healthz``: 200 while the process answers.
 - ``/readyz``: 200 while the worker consumes (started, not stopping, not paused for the dedup
-  store) and the dedup store answers a ping; 503 otherwise, with a JSON body saying which.
+  store), its broker connection is up (not lost, nor reconnecting: :mod:`worker.link`) and the
+  dedup store answers a ping; 503 otherwise, with a JSON body saying which.
 - ``/metrics``: the worker's Prometheus metrics; ``callback_sink_worker_ready`` is the same
   readiness, refreshed by each scrape.
+
+After a stop the server stays up for ``SINK_METRICS_LINGER_S`` (:func:`linger`), so that the
+next scrape still sees the counts of the handlers that finished during the drain.
 """
 
 from __future__ import annotations
@@ -34,16 +38,19 @@ PING_TIMEOUT = 2.0
 
 
 async def readiness(worker: Worker) -> dict[str, bool]:
-    """Whether ``worker`` consumes and its dedup store answers; sets the ready gauge."""
-    consuming = worker.consuming
-    try:
-        await asyncio.wait_for(worker.store.ping(), PING_TIMEOUT)
-        store = True
-    except (DedupUnavailable, TimeoutError, OSError):
-        store = False
-    ready = consuming and store
+    """Whether ``worker`` consumes, its broker connection is up and its dedup store answers
+    (not asked once the worker stops: it is closed); sets the ready gauge."""
+    consuming, broker = worker.consuming, worker.link.up
+    store = False
+    if not worker.stopping:
+        try:
+            await asyncio.wait_for(worker.store.ping(), PING_TIMEOUT)
+            store = True
+        except (DedupUnavailable, TimeoutError, OSError):
+            pass
+    ready = consuming and broker and store
     worker.metrics.ready.set(1 if ready else 0)
-    return {"ready": ready, "consuming": consuming, "dedup_store": store}
+    return {"ready": ready, "consuming": consuming, "broker": broker, "dedup_store": store}
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -94,3 +101,15 @@ async def serving(settings: Settings, worker: Worker) -> AsyncIterator[str | Non
         yield url
     finally:
         await runner.cleanup()
+
+
+async def linger(settings: Settings, worker: Worker, spent: float) -> None:
+    """After a stop that took ``spent`` seconds, keep serving ``/metrics`` for
+    ``SINK_METRICS_LINGER_S`` (at most what is left of ``SINK_SHUTDOWN_TIMEOUT``), so that one
+    more scrape sees the last counts; no wait without a server (``SINK_WORKER_PORT`` 0)."""
+    wait = min(settings.metrics_linger_s, max(0.0, settings.shutdown_timeout - spent))
+    if not settings.worker_port or wait <= 0:
+        return
+    worker.metrics.ready.set(0)
+    log.info("worker.metrics_linger", seconds=round(wait, 3))
+    await asyncio.sleep(wait)

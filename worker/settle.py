@@ -42,11 +42,18 @@ def now_iso() -> str:
 
 class Settler:
     def __init__(
-        self, channel: AbstractChannel, topology: Topology, metrics: WorkerMetrics | None = None
+        self,
+        channel: AbstractChannel,
+        topology: Topology,
+        metrics: WorkerMetrics | None = None,
+        *,
+        log_ok: bool = True,
     ) -> None:
         self._channel = channel
         self._topology = topology
         self._metrics = metrics
+        #: ``SINK_LOG_ACCEPTED``: False keeps the ``ok`` and ``duplicate`` lines out.
+        self._log_ok = log_ok
         self._delay_queues: set[int] = set()
 
     async def settle(
@@ -77,7 +84,7 @@ class Settler:
         """Log this round and dead-letter the handlers that gave up. :meth:`settle` goes on to
         republish and ack; ordered mode calls this alone between two rounds of one delivery
         (the rest is retried in place, not republished)."""
-        log_outcome(ran, delivery, decision, self._metrics)
+        log_outcome(ran, delivery, decision, self._metrics, log_ok=self._log_ok)
         if decision.dead_letter is not None:
             await self._dead_letter(message, ran, delivery, decision)
 
@@ -171,13 +178,17 @@ def log_outcome(
     delivery: Delivery,
     decision: Settlement,
     metrics: WorkerMetrics | None = None,
+    *,
+    log_ok: bool = True,
 ) -> None:
     """One ``callback.handled`` line per handler, its ``outcome`` (:class:`~sink.outcomes.Outcome`)
     at that outcome's level (:data:`~sink.outcomes.LEVELS`): ``ok`` and ``duplicate`` at info,
     ``retry`` at warning and ``dead_letter`` at error (both with the traceback); ``deferred``
     is its own ``callback.deferred`` line at debug (the handler's ``callback.handled`` line
     comes when it runs). A forgery is one ``callback.forged`` warning, a crash loop one
-    ``callback.delivery_limit`` error. Each is counted in ``metrics`` under the same name."""
+    ``callback.delivery_limit`` error. Each is counted in ``metrics`` under the same name.
+    ``log_ok`` False (``SINK_LOG_ACCEPTED=false``): no line for ``ok`` and ``duplicate``, which
+    are still counted."""
     metrics = metrics or _uncounted()
     event = ran.event
     about = {"call_id": event.call_id, "event_name": event.name}
@@ -206,6 +217,8 @@ def log_outcome(
                       "exc_info": r.error}  # fmt: skip
         if r.result is not Result.DUPLICATE:
             metrics.ran(r.handler.name, r.duration_ms / 1000)
+        if not log_ok and outcome in (Outcome.OK, Outcome.DUPLICATE):
+            continue
         _log(outcome, "callback.handled", **about, handler=r.handler.name,
              duration_ms=r.duration_ms, attempt=delivery.attempt, **fields)  # fmt: skip
 

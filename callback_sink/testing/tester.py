@@ -202,7 +202,7 @@ class SinkTester:
             while True:
                 ran = await dispatch(event, handlers, self.store, self._run_policy, settled=settled)
                 decision = decide(ran, delivery, self._policy)
-                log_outcome(ran, delivery, decision)
+                log_outcome(ran, delivery, decision, log_ok=self.settings.log_accepted)
                 report._record(ran, delivery, decision)
                 plan = decision.republish
                 if plan is None or plan.kind is Outcome.DEFERRED:

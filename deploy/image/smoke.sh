@@ -105,7 +105,12 @@ case $answer in
     *'"spool_records"'*) ok "callbacks accepted and spooled: $answer" ;;
     *) fail "ingress /readyz after send: $answer" ;;
 esac
-stop_cleanly "$NAME-ingress" 0
+# Stopped with those callbacks still spooled (no broker): a spool.stranded error line and
+# exit status 3, never a silent 0 (the next ingress on the same spool would drain them).
+stop_cleanly "$NAME-ingress" 3
+"${PODMAN[@]}" logs "$NAME-ingress" 2>&1 | grep -q '"spool.stranded"' \
+    || fail "no spool.stranded line from an ingress stopped with a spool"
+ok "ingress stopped with a spool: spool.stranded, exit status 3"
 
 # -- a worker --------------------------------------------------------------------------------
 wport=$(free_port)

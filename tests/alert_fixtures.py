@@ -1,0 +1,183 @@
+"""The alert rules' fixtures: what a real 2-process ingress and a real worker export.
+
+``deploy/prometheus/fixtures/ingress-2p.prom`` and ``worker.prom`` are scrapes of real
+processes (:mod:`tests.stack`); ``fixtures.test.yaml`` is a ``promtool test rules`` file
+generated from them, which feeds those very series to ``deploy/prometheus/alerts.yaml``: all
+healthy, nothing fires; an ingress alone, only "no worker is ready" fires (never a per-worker
+alert on an ingress target); a worker alone, only "no ingress target". tests/test_alerts.py
+scrapes real processes again and fails when a series appeared or went away (names and labels,
+not values), and when the test file is not what the fixtures generate.
+
+Regenerate after a metric changed (needs RabbitMQ and Redis)::
+
+    .venv/bin/python -m tests.alert_fixtures
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from callback_sink.sink.topology import Topology
+from callback_sink.sink.topology import delete as delete_topology
+from tests.processes import ROOT
+from tests.stack import running
+
+FIXTURES = ROOT / "deploy" / "prometheus" / "fixtures"
+INGRESS_FIXTURE = FIXTURES / "ingress-2p.prom"
+WORKER_FIXTURE = FIXTURES / "worker.prom"
+FIXTURE_TESTS = FIXTURES / "fixtures.test.yaml"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+#: The job names the scrape config sets (deploy/prometheus/prometheus.yml).
+INGRESS_JOB, WORKER_JOB = "callback-sink-ingress", "callback-sink-worker"
+INGRESS_TARGET = {"job": INGRESS_JOB, "instance": "ingress-0:8080"}
+WORKER_TARGET = {"job": WORKER_JOB, "instance": "worker-0:8081"}
+#: Series whose label values say which build runs, not what is exported.
+BUILD_LABELS = ("callback_sink_build_info", "python_info")
+#: Minutes the series last; evaluated at the end, past every `for:` and range of the rules.
+MINUTES = 30
+#: The handler the scraped worker loads (its series carry its name).
+HANDLERS = "callback_sink.handlers.log"
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def identities(text: str) -> set[str]:
+    """Every series of a scrape as ``name{label="value",...}``, values of build labels
+    masked: what must not drift, whatever the values."""
+    found = set()
+    for name, labels, _ in samples(text):
+        if name in BUILD_LABELS:
+            labels = dict.fromkeys(labels, "*")
+        found.add(_series(name, labels))
+    return found
+
+
+def _series(name: str, labels: dict[str, str]) -> str:
+    inner = ", ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
+
+
+def _input(text: str, target: dict[str, str]) -> list[dict[str, str]]:
+    series = [{"series": _series("up", target), "values": f"1x{MINUTES}"}]
+    for name, labels, value in samples(text):
+        assert math.isfinite(value), f"{name} {labels} = {value}"
+        series.append(
+            {"series": _series(name, {**labels, **target}), "values": f"{value!r}x{MINUTES}"}
+        )
+    return series
+
+
+def _annotations(alert: str) -> dict[str, str]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == alert]
+    annotations: dict[str, str] = rule["annotations"]
+    assert "{{" not in "".join(annotations.values()), f"{alert}'s annotations are templated"
+    return annotations
+
+
+def alert_names() -> list[str]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [r["alert"] for g in groups for r in g["rules"] if "alert" in r]
+
+
+def _case(series: list[dict[str, str]], firing: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    checks = []
+    for name in alert_names():
+        expected = []
+        if name in firing:
+            expected = [{"exp_labels": firing[name], "exp_annotations": _annotations(name)}]
+        checks.append({"eval_time": f"{MINUTES}m", "alertname": name, "exp_alerts": expected})
+    return {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+
+
+def render(ingress_text: str, worker_text: str) -> str:
+    """The promtool test file for these two scrapes."""
+    ingress, worker = _input(ingress_text, INGRESS_TARGET), _input(worker_text, WORKER_TARGET)
+    doc = {
+        "rule_files": ["../alerts.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            _case(ingress + worker, {}),
+            _case(ingress, {"CallbackSinkNoWorkerReady": {"severity": "critical"}}),
+            _case(
+                worker, {"CallbackSinkIngressAbsent": {"severity": "critical", "job": INGRESS_JOB}}
+            ),
+        ],
+    }
+    header = (
+        "# GENERATED by `python -m tests.alert_fixtures` from ingress-2p.prom and worker.prom\n"
+        "# (real scrapes); do not edit. Cases: both healthy (nothing fires), the ingress alone\n"
+        "# (only CallbackSinkNoWorkerReady), the worker alone (only CallbackSinkIngressAbsent).\n"
+    )
+    return header + yaml.dump(doc, Dumper=_Plain, sort_keys=False, width=200)
+
+
+class _Plain(yaml.SafeDumper):
+    """No anchors and aliases: every case spells its series out."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def stack_env(
+    amqp_url: str, prefix: str, spool_dir: str, secret: str, dedup_url: str
+) -> dict[str, str]:
+    return {
+        "SINK_AMQP_URL": amqp_url,
+        "SINK_TOPOLOGY_PREFIX": prefix,
+        "SINK_SPOOL_DIR": spool_dir,
+        "SINK_SECRETS": secret,
+        "SINK_DEDUP_URL": dedup_url,
+        "SINK_HANDLERS": HANDLERS,
+    }
+
+
+async def scrape_texts(env: dict[str, str]) -> tuple[str, str]:
+    """The text expositions of a running 2-process ingress and a worker."""
+    async with running(env) as stack, aiohttp.ClientSession() as http:
+        texts = []
+        for url in (stack.ingress_url, stack.worker_url):
+            async with http.get(f"{url}/metrics") as response:
+                assert response.status == 200
+                texts.append(await response.text())
+    return texts[0], texts[1]
+
+
+async def _regenerate() -> None:
+    from tests.conftest import AMQP_URL, REDIS_URL, SECRET
+
+    prefix = f"fixtures-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = stack_env(AMQP_URL, prefix, str(Path(tmp) / "spool"), SECRET, REDIS_URL)
+        try:
+            ingress, worker = await scrape_texts(env)
+        finally:
+            connection = await aio_pika.connect(AMQP_URL)
+            async with connection:
+                await delete_topology(await connection.channel(), Topology(prefix), [])
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    INGRESS_FIXTURE.write_text(ingress)
+    WORKER_FIXTURE.write_text(worker)
+    FIXTURE_TESTS.write_text(render(ingress, worker))
+    print(f"wrote {INGRESS_FIXTURE}, {WORKER_FIXTURE} and {FIXTURE_TESTS}")
+
+
+if __name__ == "__main__":
+    asyncio.run(_regenerate())
