@@ -284,6 +284,9 @@ async def main() -> int:
         "SINK_CLAIM_LEASE": "1",
         "SINK_DRAIN_DELAY": "0",
         "SINK_WORKER_PORT": "0",
+        # The worker's own defences against replays are under test here: the ingress's edge
+        # dedup (tests/test_edge_duplicates.py) would answer them before they reach it.
+        "SINK_EDGE_DEDUP_SIZE": "0",
     }
     connection = await aio_pika.connect(amqp_url)
     await declare(await connection.channel(), Topology(prefix))
