@@ -4,16 +4,32 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install services tools run test lint typecheck unit bench clean
+.PHONY: install lock services tools run test lint typecheck unit bench clean
 
 install: $(STAMP)
 
-# Re-install only when the pinned dependencies change.
-$(STAMP): pyproject.toml
+# Re-install only when the pinned dependencies change. Every package, the dependencies'
+# dependencies too, comes from the hashed lock (`make lock` writes it); the project itself is
+# installed on top, without resolving anything.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Regenerate requirements.lock (runtime, for the image) and requirements-dev.lock (+ the dev
+# extra) from pyproject.toml's pins, with hashes, for Python 3.11 on any platform. uv runs
+# from a throwaway venv of its own, never from the project's.
+LOCKVENV ?= /tmp/callback-sink-lockvenv
+UV_VERSION ?= 0.13.9
+UV_COMPILE = $(LOCKVENV)/bin/uv pip compile pyproject.toml --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command 'make lock' --quiet
+lock:
+	test -x $(LOCKVENV)/bin/uv || \
+	  ($(PYTHON) -m venv $(LOCKVENV) && $(LOCKVENV)/bin/pip install --quiet uv==$(UV_VERSION))
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra dev -o requirements-dev.lock
 
 services:
 	bash deploy/ensure-services.sh

@@ -212,10 +212,11 @@ async def _stop_when_orphaned(stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), ORPHAN_CHECK)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+async def run_worker(settings: Settings, stop: asyncio.Event, *, lingering: bool = True) -> None:
     """A worker with its probe and metrics server (``SINK_WORKER_PORT``) and the queue poll
     behind ``callback_sink_queue_messages`` / ``_consumers``; after the drain the server
-    lingers (``SINK_METRICS_LINGER_S``) for one more scrape of the final counts."""
+    lingers (``SINK_METRICS_LINGER_S``) for one more scrape of the final counts, unless
+    ``lingering`` is off (``callback-sink run``: a developer's Ctrl-C stops at once)."""
     registry = load(settings.handlers)
     store = open_store(settings.dedup_url, settings.topology_prefix)
     RestMetrics.on(REGISTRY)  # declared at start: the REST client counts into it
@@ -229,7 +230,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         finally:
             stopping = time.monotonic()
             await worker.stop()
-        await linger(settings, worker, time.monotonic() - stopping)
+        if lingering:
+            await linger(settings, worker, time.monotonic() - stopping)
 
 
 async def _start_unless_stopped(worker: Worker, stop: asyncio.Event) -> bool:
@@ -253,7 +255,10 @@ async def _start_unless_stopped(worker: Worker, stop: asyncio.Event) -> bool:
 
 async def run_all(settings: Settings, stop: asyncio.Event) -> None:
     """Ingress and worker in one process: for development."""
-    await asyncio.gather(run_ingress(settings, stop, poll_queues=False), run_worker(settings, stop))
+    await asyncio.gather(
+        run_ingress(settings, stop, poll_queues=False),
+        run_worker(settings, stop, lingering=False),
+    )
 
 
 def serve(main: Callable[[Settings, asyncio.Event], Awaitable[None]], settings: Settings) -> None:

@@ -26,6 +26,7 @@ from callback_sink.ingress.backfill import Exemptions
 from callback_sink.ingress.budget import BodyBudget
 from callback_sink.ingress.checks import check_callback, read_limited
 from callback_sink.ingress.drainer import Drainer
+from callback_sink.ingress.expect import expect_continue
 from callback_sink.ingress.exporter import metrics_endpoint, spool_gauges, spool_totals
 from callback_sink.ingress.limits import (
     ConnectionGuard,
@@ -289,7 +290,7 @@ def create_app(settings: Settings, metrics: IngressMetrics | None = None) -> web
     app.cleanup_ctx.extend(
         [_edge, _spool, spool_gauges(metrics, app[SPOOL]), _broker, _drainer, trim_memory]
     )
-    app.router.add_post(settings.path, receive)
+    app.router.add_post(settings.path, receive, expect_handler=expect_continue(app[EDGE]))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint(metrics))

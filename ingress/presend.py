@@ -9,10 +9,11 @@ then it applies the rule's default policy), so nothing on the answer path waits 
       → record, in the background: ``presend:verdict`` through the ingress's durable path
         (a confirmed publish, else the spool)
 
-A refused request (401 for a bad signature) runs nothing and records nothing. The records
-are never dropped on purpose: one whose spool write fails is retried every second, and a
-stopping ingress awaits every record still in flight before it closes the broker connection
-and the spool (:meth:`Recorder.close`, in the application's cleanup).
+A refused request (401 for a bad signature) runs nothing and records nothing. A record
+whose spool write fails is retried every second, and a stopping ingress awaits every record
+still in flight before it closes the broker connection and the spool (:meth:`Recorder.close`,
+in the application's cleanup); only past ``SINK_PRESEND_RECORD_QUEUE`` waiting records are
+new ones dropped, counted, and reported at stop with the ones still not durable.
 
 :func:`install` adds the route, the chain and the recorder to an application built by
 :func:`ingress.app.create_app`; the composition (:mod:`callback_sink.service`) loads the
@@ -40,6 +41,7 @@ from callback_sink.ingress.app import (
     make_durable,
     over_capacity,
 )
+from callback_sink.ingress.expect import expect_continue
 from callback_sink.ingress.network import forwarded_for
 from callback_sink.ingress.sampling import Sampler
 from callback_sink.sink import logs
@@ -58,20 +60,39 @@ RECORD_STOP_MARGIN = 5.0
 
 
 class Recorder:
-    """Publishes ``presend:verdict`` records in background tasks, and awaits them on close."""
+    """Publishes ``presend:verdict`` records in background tasks, and awaits them on close.
+
+    At most ``SINK_PRESEND_RECORD_QUEUE`` records wait at once: while RabbitMQ is away and
+    the spool full, each waits (and is retried every second) until one of them gets through,
+    so without a bound every answered request would hold its record until the outage ends.
+    Past the bound the *new* record is dropped: the waiting ones are older, already in the
+    middle of a publish or a spool write (not safely cancellable), and first in line for the
+    room that frees. Drops and failures are logged sampled (``rate`` lines a second each,
+    the rest counted in ``log.suppressed``); what was lost is summed up once, at close.
+    """
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
         self._pending: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.bound = app[SETTINGS].presend_record_queue
         self.counts: Counter[str] = Counter()
+        self._sampler = Sampler(app[SETTINGS].reject_log_rate)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     def record(self, callback: dict[str, Any], decision: Decision) -> None:
-        """Make the record of ``callback`` and its answer durable, in the background."""
+        """Make the record of ``callback`` and its answer durable, in the background (or drop
+        it, counted, when ``SINK_PRESEND_RECORD_QUEUE`` records are waiting already)."""
+        if len(self._pending) >= self.bound:
+            self.counts["dropped"] += 1
+            if self._sampler.admit("dropped"):
+                log.error("presend.record_dropped", call_id=callback.get("callId"),
+                          pending=len(self._pending), dropped=self.counts["dropped"])  # fmt: skip
+            self._report_suppressed()
+            return
         doc = record_document(callback, decision)
         event, body = from_document(doc), orjson.dumps(doc)
         task = asyncio.get_running_loop().create_task(self._make_durable(event, body))
@@ -88,32 +109,41 @@ class Recorder:
                 )
             except Rejected as exc:  # the spool is full or broken, and so is the broker
                 self.counts["failed"] += 1
-                log.error("presend.record_failed", call_id=event.call_id,
-                          event_name=event.name, reason=exc.reason,
-                          retry_in=None if self._closing else RECORD_RETRY)  # fmt: skip
-                if self._closing:
+                if self._closing:  # counted in the one presend.records_lost line
                     self.counts["lost"] += 1
                     return
+                if self._sampler.admit(("failed", exc.reason)):
+                    log.error("presend.record_failed", call_id=event.call_id,
+                              event_name=event.name, reason=exc.reason,
+                              retry_in=RECORD_RETRY, pending=len(self._pending))  # fmt: skip
+                self._report_suppressed()
                 await asyncio.sleep(RECORD_RETRY)
                 continue
             self.counts[accepted.durable] += 1
             return
 
+    def _report_suppressed(self) -> None:
+        for key, count in self._sampler.drain().items():
+            source = "presend.record_dropped" if key == "dropped" else "presend.record_failed"
+            log.warning("log.suppressed", source=source, suppressed=count)
+
     async def close(self, grace: float) -> None:
-        """Await the records in flight (at most ``grace`` seconds); what still does not
-        make it is logged, with a count, as lost."""
+        """Await the records in flight (at most ``grace`` seconds); what does not make it,
+        and what was dropped over the bound, is logged once, with counts, as lost."""
         self._closing = True
-        if not self._pending:
-            return
+        lost_before = self.counts["lost"]
         pending = set(self._pending)
-        log.info("presend.records_flushing", records=len(pending))
-        _, late = await asyncio.wait(pending, timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
-        if late:
+        if pending:
+            log.info("presend.records_flushing", records=len(pending))
+            _, late = await asyncio.wait(pending, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
             self.counts["lost"] += len(late)
-            log.error("presend.records_lost", records=len(late), grace_s=grace)
+        lost = self.counts["lost"] - lost_before
+        if lost or self.counts["dropped"]:
+            log.error("presend.records_lost", records=lost, dropped=self.counts["dropped"],
+                      grace_s=grace)  # fmt: skip
 
 
 class Presend:
@@ -145,7 +175,8 @@ def install(app: web.Application, chain: Sequence[PresendFunc]) -> Presend:
     records are awaited when the application stops, before the broker and spool close."""
     presend = Presend(app, chain)
     app[PRESEND] = presend
-    app.router.add_post(app[SETTINGS].presend_path, receive)
+    expect = expect_continue(app[EDGE])
+    app.router.add_post(app[SETTINGS].presend_path, receive, expect_handler=expect)
     app.cleanup_ctx.append(_recorder)
     log.info("presend.chain", functions=len(presend.chain), budget_ms=presend.budget_s * 1000,
              default=app[SETTINGS].presend_default)  # fmt: skip

@@ -7,6 +7,7 @@ live. The raw document is kept whole, unknown fields included.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,14 @@ OFFLINE = "offline"
 #: The key the ingress adds to a pre-send callback to make it a ``presend:verdict`` record
 #: (see :mod:`sink.presend`); no Easemob callback has it, and the ingress refuses one that does.
 PRESEND_RECORD_KEY = "presend_verdict"
+#: A dedup key longer than this (UTF-8 bytes) is replaced by its digest: an offline key
+#: carries the unsigned ``to``, and a replay padding it to a megabyte would otherwise cost a
+#: megabyte of Redis per handler for the whole dedup TTL. Every key up to this is kept as is
+#: (any callId alone, and callId + any real username), so marks set before keys were bounded
+#: still match after an upgrade and nothing runs again.
+MAX_DEDUP_KEY_BYTES = 256
+#: What a digested dedup key starts with; a callId never does (Easemob's are ``org#app_id``).
+DIGEST_KEY_PREFIX = "blake2b:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +91,17 @@ class Event:
         """The identity of this callback for deduplication.
 
         Easemob sends one ``chat_offline`` callback per offline recipient, all sharing one
-        callId, so those, and only those, are told apart by ``to``.
+        callId, so those, and only those, are told apart by ``to``. A key longer than
+        :data:`MAX_DEDUP_KEY_BYTES` (only an offline one can be: ``to`` is unsigned and
+        unbounded) is its fixed-length digest instead.
         """
-        if self.family == OFFLINE:
-            return f"{self.call_id}|{self.to or ''}"
-        return self.call_id
+        if self.family != OFFLINE:
+            return self.call_id
+        key = f"{self.call_id}|{self.to or ''}"
+        raw = key.encode()
+        if len(raw) <= MAX_DEDUP_KEY_BYTES:
+            return key
+        return DIGEST_KEY_PREFIX + hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def parse(body: bytes) -> dict[str, Any]:

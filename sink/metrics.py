@@ -252,6 +252,11 @@ class WorkerMetrics(_Group):
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.channel_closed = Counter(
+            "callback_sink_worker_channel_closed",
+            "Channels the broker closed (consumer_timeout)",
+            registry=r,
+        )
         self._handled: dict[tuple[str, str], Any] = {}
         self._seconds: dict[str, Any] = {}
 

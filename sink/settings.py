@@ -68,8 +68,7 @@ class Settings:
     )  # fmt: skip
     topology_prefix: str = declare(
         "callback-sink", kinds=BROKER | {"backfill"},
-        help="Prefix of every exchange, queue and Redis key, so several sinks can share a "
-        "broker.",
+        help="Prefix of every exchange, queue and Redis key (several sinks can share a broker).",
     )  # fmt: skip
     quorum_size: int | None = declare(
         None, parse=int, low=1, high=255, kinds=SERVICES,
@@ -105,8 +104,7 @@ class Settings:
         "runs: a worker that died hands its callbacks over within about this long.",
     )  # fmt: skip
     host: str = declare(
-        "127.0.0.1", kinds=LISTENER,
-        help="Listen address of the ingress (0.0.0.0 in containers).",
+        "127.0.0.1", kinds=LISTENER, help="Listen address of the ingress (0.0.0.0 in containers).",
     )  # fmt: skip
     port: int = declare(
         8080, parse=int, low=1, high=65535, kinds=LISTENER,
@@ -126,6 +124,10 @@ class Settings:
         "accept", parse=str.lower, kinds=INGRESS,
         help="Answered when the @presend chain times out or fails: accept (Easemob's own "
         "default) or reject.",
+    )  # fmt: skip
+    presend_record_queue: int = declare(
+        1000, parse=int, low=1, high=1_000_000, kinds=INGRESS,
+        help="Pre-send records waiting to be made durable; past it, new ones are dropped, counted.",
     )  # fmt: skip
     handlers: tuple[str, ...] = declare(
         ("callback_sink.handlers.log",), parse=csv, kinds=SERVICES,
@@ -172,8 +174,7 @@ class Settings:
     retry_delays: tuple[float, ...] = declare(
         (1.0, 10.0, 60.0, 600.0), parse=floats, unit="s", above=True, low=0, high=7 * DAY,
         kinds=WORKER,
-        help="Delays before retrying a failed handler: retry n waits the n-th (the last "
-        "repeats).",
+        help="Delays before retrying a failed handler: retry n waits the n-th (the last repeats).",
     )  # fmt: skip
     max_attempts: int = declare(
         5, parse=int, low=1, high=1000, kinds=WORKER,
@@ -263,8 +264,7 @@ class Settings:
     )  # fmt: skip
     worker_host: str = declare(
         "127.0.0.1", kinds=WORKER,
-        help="Listen address of the worker's health and metrics server (0.0.0.0 in "
-        "containers).",
+        help="Listen address of the worker's health and metrics server (0.0.0.0 in containers).",
     )  # fmt: skip
     worker_port: int = declare(
         8081, parse=int, low=0, high=65535, kinds=WORKER,
@@ -280,7 +280,7 @@ class Settings:
         15.0, parse=float, unit="s", low=0, high=3600, kinds=WORKER,
         help="After its drain, how long a stopped worker still serves /metrics so that a last "
         "scrape sees its final counts (0: none); at most what the drain left of "
-        "SINK_SHUTDOWN_TIMEOUT.",
+        "SINK_SHUTDOWN_TIMEOUT (callback-sink run never lingers).",
     )  # fmt: skip
 
     @property

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from callback_sink.sink.events import from_document
 from callback_sink.worker.dedup import ClaimRequest, DedupStore, MemoryStore, State
 from callback_sink.worker.redis_store import RedisStore
 from tests.waiting import until
@@ -177,3 +178,22 @@ async def test_concurrent_claims_and_done_marks_each_get_their_own_answer(
     )
     assert [bool(f.claims) for f in again] == [i % 2 == 0 for i in range(50)]
     assert all(f.claims[0].state is State.DONE for f in again if f.claims)
+
+
+async def test_a_megabyte_recipient_costs_redis_short_keys_only(
+    redis_url: str, prefix: str
+) -> None:
+    event = from_document({"callId": "XXXX#XXXX_1", "timestamp": 1, "security": "s",
+                           "chat_type": "chat", "eventType": "chat_offline",
+                           "to": "x" * 1_000_000})  # fmt: skip
+    store = RedisStore(redis_url, prefix)
+    try:
+        found = await store.claim_all(ask(event.dedup_key, event.kind, ["h"], 30, 5, event.call_id))
+        await store.done(event.dedup_key, "h", found.claims[0], ttl=60)
+        keys = [key async for key in store._redis.scan_iter(f"{prefix}:*")]
+        assert len(keys) == 3  # the kind binding, the run count, the done mark
+        assert max(len(key) for key in keys) <= 200
+        assert all([await store._redis.memory_usage(key) < 1000 for key in keys])
+    finally:
+        await store.purge()
+        await store.close()

@@ -5,7 +5,12 @@ import pytest
 
 from callback_sink.sink import names
 from callback_sink.sink.errors import DecodeError
-from callback_sink.sink.events import decode, from_document
+from callback_sink.sink.events import (
+    DIGEST_KEY_PREFIX,
+    MAX_DEDUP_KEY_BYTES,
+    decode,
+    from_document,
+)
 from callback_sink.sink.examples import load_examples
 
 # The families of the four PROTOCOL.md examples, in document order, as the spec describes them.
@@ -180,3 +185,24 @@ def test_an_unknown_shape_has_the_kind_unknown_unknown() -> None:
 def test_a_body_that_is_not_a_callback_is_refused_with_the_reason(body: bytes, why: str) -> None:
     with pytest.raises(DecodeError, match=why):
         decode(body)
+
+
+OFFLINE_BASE = {"callId": "XXXX#XXXX_976459883882744164", "timestamp": 1, "security": "s",
+                "chat_type": "chat", "eventType": "chat_offline", "from": "a"}  # fmt: skip
+
+
+def test_an_offline_key_with_a_megabyte_recipient_is_a_short_digest() -> None:
+    padded = from_document({**OFFLINE_BASE, "to": "x" * 1_000_000})
+    other = from_document({**OFFLINE_BASE, "to": "x" * 999_999 + "y"})
+    assert len(padded.dedup_key.encode()) <= 200
+    assert padded.dedup_key.startswith(DIGEST_KEY_PREFIX)
+    assert padded.dedup_key != other.dedup_key
+
+
+def test_keys_up_to_the_bound_are_unchanged_so_an_upgrade_reruns_nothing() -> None:
+    normal = from_document({**OFFLINE_BASE, "to": "bob"})
+    assert normal.dedup_key == "XXXX#XXXX_976459883882744164|bob"
+    longest = "y" * (MAX_DEDUP_KEY_BYTES - len(OFFLINE_BASE["callId"]) - 1)
+    assert from_document({**OFFLINE_BASE, "to": longest}).dedup_key.endswith(longest)
+    long_call_id = {**OFFLINE_BASE, "callId": "c" * 255, "eventType": "chat"}
+    assert from_document(long_call_id).dedup_key == "c" * 255

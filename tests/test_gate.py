@@ -14,14 +14,14 @@ async def test_a_suspect_waits_for_running_deliveries_and_holds_new_ones_back() 
     release_a = asyncio.Event()
 
     async def ordinary(name: str, hold: asyncio.Event | None = None) -> None:
-        await gate.enter()
+        ticket = await gate.enter()
         try:
             order.append(f"{name} start")
             if hold is not None:
                 await hold.wait()
             order.append(f"{name} end")
         finally:
-            gate.leave()
+            gate.leave(ticket)
 
     async def suspect() -> None:
         async with gate.alone():
@@ -44,12 +44,37 @@ async def test_ordinary_deliveries_run_together() -> None:
 
     async def ordinary() -> None:
         nonlocal running, peak
-        await gate.enter()
+        ticket = await gate.enter()
         running += 1
         peak = max(peak, running)
         await asyncio.sleep(0.01)  # the scenario: a delivery that takes a while
         running -= 1
-        gate.leave()
+        gate.leave(ticket)
 
     await asyncio.gather(*(ordinary() for _ in range(5)))
     assert peak == 5
+
+
+async def test_deliveries_whose_channel_is_gone_no_longer_hold_a_suspect_back() -> None:
+    gate, order = Gate(), []
+    release = asyncio.Event()
+
+    async def stuck() -> None:  # a handler longer than the broker's consumer_timeout
+        ticket = await gate.enter()
+        await release.wait()
+        gate.leave(ticket)
+
+    async def suspect() -> None:  # its copy, redelivered on the reopened channel
+        async with gate.alone():
+            order.append("suspect")
+
+    first = asyncio.create_task(stuck())
+    await until(lambda: not gate._idle.is_set(), 5, what="the stuck delivery to enter")
+    gate.release_all()
+    await asyncio.wait_for(suspect(), 5)
+    ticket = await asyncio.wait_for(gate.enter(), 5)  # and new deliveries pass again
+    release.set()
+    await first  # the old delivery's leave does not count twice
+    assert not gate._idle.is_set()
+    gate.leave(ticket)
+    assert gate._idle.is_set() and order == ["suspect"]

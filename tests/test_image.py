@@ -54,7 +54,8 @@ def test_the_image_builds_on_python_3_11_slim_in_two_stages() -> None:
 
 def test_the_image_installs_the_pinned_runtime_dependencies_only() -> None:
     runs = " ".join(args for op, args in _instructions() if op == "RUN")
-    assert "pip install --no-cache-dir ." in runs
+    assert "pip install --no-cache-dir --require-hashes -r requirements.lock" in runs
+    assert "pip install --no-cache-dir --no-deps ." in runs
     assert "[dev]" not in runs, "tests and linters stay out of the image"
     assert "callback-sink --version" in runs, "the build proves the command starts"
 
@@ -91,7 +92,9 @@ def test_the_build_context_is_an_allow_list_of_the_installed_packages() -> None:
     # callback_sink's sub-packages are links to the top-level folders: those go in too.
     packages |= {link.name for link in (ROOT / "callback_sink").iterdir() if link.is_symlink()}
     assert packages <= allowed, f"missing from .dockerignore: {packages - allowed}"
-    assert allowed <= packages | {"pyproject.toml", "README.md"}, "nothing else is sent"
+    assert allowed <= packages | {"pyproject.toml", "README.md", "requirements.lock"}, (
+        "nothing else is sent"
+    )
     for leak in ("**/.env", "**/__pycache__"):
         assert leak in lines
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from callback_sink.environment import SOURCES
 from callback_sink.handlers.registry import load
 from callback_sink.ingress.app import create_app
 from callback_sink.service import CHILD_STOP_MARGIN
@@ -28,6 +30,7 @@ from callback_sink.shutdown import (
     ingress_stop_seconds,
     worker_stop_seconds,
 )
+from callback_sink.sink.setting import setting_of
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology
 from callback_sink.worker.consumer import Worker
@@ -79,6 +82,8 @@ RABBITMQ_METADATA = {
     "unsafeSsl",
 }
 SECRET_TARGET_REF = {"parameter", "name", "key"}
+#: Names of variables whose value is a secret: never a literal in a manifest.
+SECRET_WORDS = re.compile(r"SECRET|PASSWORD|TOKEN|AMQP_URL|DEDUP_URL|APPS$", re.I)
 
 
 def _documents() -> list[tuple[str, dict[str, Any]]]:
@@ -160,12 +165,67 @@ def test_every_reference_names_a_key_of_the_example_secret_or_configmap() -> Non
         for source in container.get("envFrom", []):
             assert source["configMapRef"]["name"] == config["metadata"]["name"]
         for var in container.get("env", []):
+            if "value" in var:  # a literal: never a secret (see the next test)
+                continue
             ref = var["valueFrom"]
             if "secretKeyRef" in ref:
                 assert ref["secretKeyRef"]["name"] == secret["metadata"]["name"]
                 assert ref["secretKeyRef"]["key"] in _secret(), var["name"]
             else:
                 assert ref["configMapKeyRef"]["key"] in _config(), var["name"]
+
+
+def _file_settings() -> dict[str, str]:
+    """``SINK_*`` variables that have a ``*_FILE`` variant (a setting declared with a file
+    reader, e.g. SINK_SECRETS, SINK_APPS, SINK_EASEMOB_CLIENT_SECRET)."""
+    found = {}
+    for cls, prefix in SOURCES:
+        for f in fields(cls):
+            if setting_of(f).file is not None:
+                found[f"{prefix}{f.name.upper()}"] = f"{prefix}{f.name.upper()}_FILE"
+    return found
+
+
+def _secret_files(workload: dict[str, Any]) -> dict[str, str]:
+    """Path → key of the Secret, for every file a container mounts from the Secret."""
+    pod = workload["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in _container(workload).get("volumeMounts", [])}
+    files = {}
+    for volume in pod.get("volumes", []):
+        if "secret" in volume and volume["name"] in mounts:
+            assert volume["secret"]["secretName"] == _one("Secret")["metadata"]["name"]
+            for item in volume["secret"]["items"]:
+                files[f"{mounts[volume['name']]}/{item['path']}"] = item["key"]
+    return files
+
+
+def test_secrets_with_a_file_variant_are_mounted_as_files_not_passed_in_the_environment() -> None:
+    variants = _file_settings()
+    assert {"SINK_SECRETS", "SINK_APPS", "SINK_EASEMOB_CLIENT_SECRET"} <= set(variants)
+    for workload in _workloads():
+        env = _container(workload).get("env", [])
+        from_secret = {v["name"] for v in env if "secretKeyRef" in v.get("valueFrom", {})}
+        assert not from_secret & set(variants), "mount it, and set its _FILE variable"
+        files = _secret_files(workload)
+        literals = {v["name"]: v["value"] for v in env if "value" in v}
+        for name, value in literals.items():
+            if name.endswith("_FILE"):
+                # The file holds the Secret's key of the same setting.
+                assert files.get(value) == name.removesuffix("_FILE"), name
+                assert name in variants.values(), name
+            else:
+                assert not SECRET_WORDS.search(name), f"{name} is a literal secret"
+    ingress = {v["name"] for v in _container(_one("StatefulSet"))["env"]}
+    assert "SINK_SECRETS_FILE" in ingress
+
+
+def test_the_ingress_loads_its_secrets_from_the_mounted_file(tmp_path: Path) -> None:
+    [(path, key)] = _secret_files(_one("StatefulSet")).items()
+    mounted = tmp_path / Path(path).name
+    mounted.write_text(_secret()[key] + "\n")
+    env = {k: v for k, v in _secret().items() if k != key}
+    settings = Settings.from_env({**_config(), **env, f"{key}_FILE": str(mounted)})
+    assert settings.secrets == (_secret()[key],)
 
 
 def test_the_settings_load_from_the_configmap_and_the_example_secret() -> None:

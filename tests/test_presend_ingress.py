@@ -4,6 +4,7 @@ that reach a worker through RabbitMQ (or the spool)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from callback_sink.handlers.presend import load_presend
 from callback_sink.ingress.app import SPOOL, create_app
@@ -19,6 +21,7 @@ from callback_sink.ingress.presend import PRESEND, install
 from callback_sink.sink.presend import PresendFunc
 from callback_sink.sink.settings import Settings
 from callback_sink.testing import make_presend_body
+from callback_sink.testing.ports import free_port
 from tests.conftest import SECRET, Recorder, post
 from tests.presend_fixtures import BANNED, sleepy
 from tests.waiting import drain_and_stop, until
@@ -151,3 +154,33 @@ async def test_stopping_awaits_the_records_still_in_flight(
     assert presend.recorder.pending == 0
     assert presend.recorder.counts["broker"] + presend.recorder.counts["spool"] == 20
     assert presend.recorder.counts["lost"] == 0
+
+
+async def test_an_outage_with_a_full_spool_bounds_the_waiting_records_samples_and_counts_losses(
+    start_ingress: Start, settings: Settings
+) -> None:
+    bound, requests, rate = 20, 300, 2
+    down = replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+                   publish_timeout=0.5, spool_max_bytes=1, presend_record_queue=bound,
+                   reject_log_rate=rate)  # fmt: skip
+    with capture_logs() as lines:
+        started = time.monotonic()
+        client = await start_ingress(CHAIN, down)
+        recorder = client.app[PRESEND].recorder
+        most = 0
+        for _ in range(requests // 50):
+            batch = (presend_post(client, make_presend_body(secret=SECRET)) for _ in range(50))
+            results = await asyncio.gather(*batch)
+            assert {(status, answer["valid"]) for status, answer, _ in results} == {(200, True)}
+            most = max(most, recorder.pending)
+        await until(lambda: recorder.counts["failed"] >= bound, 10, what="every record failed")
+        elapsed = time.monotonic() - started
+        await client.close()
+    assert most <= bound and recorder.counts["dropped"] == requests - bound
+    noisy = [line for line in lines
+             if line["event"] in ("presend.record_failed", "presend.record_dropped")]  # fmt: skip
+    # At most `rate` lines a second for each of the two kinds (one failure reason here).
+    assert len(noisy) <= 2 * rate * (math.ceil(elapsed) + 1), (len(noisy), elapsed)
+    [lost] = [line for line in lines if line["event"] == "presend.records_lost"]
+    assert lost["log_level"] == "error"
+    assert (lost["records"], lost["dropped"]) == (bound, requests - bound)

@@ -42,6 +42,7 @@ from callback_sink.sink.permanent import permanent
 from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology, declare
 from callback_sink.worker import single
+from callback_sink.worker.channel import ChannelWatch
 from callback_sink.worker.decide import Policy, decide
 from callback_sink.worker.dedup import DedupStore
 from callback_sink.worker.gate import Gate
@@ -51,13 +52,12 @@ from callback_sink.worker.ordered import Partitions
 from callback_sink.worker.ordered import in_place as in_place_run
 from callback_sink.worker.pipeline import DeliveryResult, Result, RunPolicy, dispatch
 from callback_sink.worker.settle import Settler, delivery_of, settled_of
+from callback_sink.worker.store_health import StoreHealth, check_at_start
 
 log = logs.get("worker")
 
 T = TypeVar("T")
 
-#: How often a paused worker checks whether the dedup store is back, seconds.
-DEDUP_PROBE_INTERVAL = 1.0
 #: After SINK_SHUTDOWN_TIMEOUT, how long the handlers cancelled then may take to unwind, seconds.
 CANCEL_GRACE = 5.0
 #: Start-up retry backoff: first wait and cap, seconds.
@@ -141,8 +141,9 @@ class Worker:
         self._run_policy = run_policy_of(settings, registry, store)
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._gate = Gate()
+        self.channel_watch = ChannelWatch(self.metrics, self._gate)  # closed by the broker?
         self._inflight: set[asyncio.Task[None]] = set()
-        self._pause_task: asyncio.Task[None] | None = None
+        self.store_health = StoreHealth(store, self._cancel, self._consume, lambda: self.stopping)
         #: A stop began: no message is taken any more, handlers in flight finish.
         self.stopping = False
         #: Set once the first consume passed its guard (:mod:`.single`): no run before it.
@@ -162,7 +163,9 @@ class Worker:
             "RabbitMQ (SINK_AMQP_URL)", lambda: self.link.connect(self.settings.amqp_urls), timeout
         )
         try:
-            await with_retries("the dedup store (SINK_DEDUP_URL)", self.store.ping, timeout)
+            await with_retries(
+                "the dedup store (SINK_DEDUP_URL)", lambda: check_at_start(self.store), timeout
+            )
             await self.registry.startup()
         except BaseException:
             await self._close()
@@ -170,6 +173,7 @@ class Worker:
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
+        self.channel_watch.watch(channel)
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         await declare(channel, self.topology)
         self._settler = Settler(
@@ -197,12 +201,12 @@ class Worker:
 
     @property
     def consuming(self) -> bool:
-        """Taking messages: started, not stopping, not paused for the dedup store."""
-        return bool(self._consumers) and not self.stopping
+        """Taking messages: started, not stopping nor paused, its channel open (:mod:`.channel`)."""
+        return bool(self._consumers) and not self.stopping and self.channel_watch.open
 
     async def _consume(self) -> None:
         for queue, callback in self._queues:
-            self._consumers.append((queue, await queue.consume(callback)))
+            self._consumers.append((queue, await queue.consume(self.channel_watch.track(callback))))
 
     async def _consume_first(self) -> None:
         """The first consume, guarded: a memory:// worker is its queues' only consumer."""
@@ -235,9 +239,7 @@ class Worker:
         """Stop taking messages, let running handlers finish (bounded), then close."""
         self.stopping = True
         self._admitted.set()  # waiting deliveries see stopping and go back to the queue
-        if self._pause_task is not None:
-            self._pause_task.cancel()
-            await asyncio.wait([self._pause_task])
+        await self.store_health.stop()
         await self._cancel()
         if self._inflight:
             log.info("worker.draining", inflight=len(self._inflight))
@@ -271,15 +273,15 @@ class Worker:
                     assert self._settler is not None
                     await self._settler.requeue(message)
                     return
-                if message.redelivered:
+                if self.channel_watch.suspect(message):
                     async with self._gate.alone():
                         await self.handle(message, in_place)
                 else:
-                    await self._gate.enter()
+                    ticket = await self._gate.enter()
                     try:
                         await self.handle(message, in_place)
                     finally:
-                        self._gate.leave()
+                        self._gate.leave(ticket)
         finally:
             self._inflight.discard(task)
 
@@ -327,21 +329,7 @@ class Worker:
             await settler.settle(message, ran, delivery, decision)
 
     def _store_unreachable(self, ran: DeliveryResult) -> None:
-        """Stop taking messages until the dedup store answers again (the message itself is
-        settled as deferred: it comes back after a short delay, with what already ran)."""
+        """Stop taking messages until the dedup store takes writes again (:mod:`.store_health`;
+        the message itself is deferred: it comes back after a delay, with what already ran)."""
         error = next(str(r.error) for r in ran.results if r.result is Result.UNAVAILABLE)
-        log.error("dedup.unavailable", error=error)
-        if self._pause_task is None or self._pause_task.done():
-            self._pause_task = asyncio.create_task(self._pause_until_store_is_back())
-
-    async def _pause_until_store_is_back(self) -> None:
-        await self._cancel()
-        while not self.stopping:
-            try:
-                await self.store.ping()
-                break
-            except DedupUnavailable:
-                await asyncio.sleep(DEDUP_PROBE_INTERVAL)
-        if not self.stopping:
-            log.info("dedup.recovered")
-            await self._consume()
+        self.store_health.unavailable(error)

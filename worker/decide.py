@@ -108,6 +108,8 @@ class Settlement:
 _OUTCOMES = {
     Result.OK: Outcome.OK,
     Result.DUPLICATE: Outcome.DUPLICATE,
+    # Ran, but another worker took the lapsed claim: settled elsewhere (dedup.lease_lost).
+    Result.LEASE_LOST: Outcome.DUPLICATE,
     Result.BUSY: Outcome.DEFERRED,
     Result.UNAVAILABLE: Outcome.DEFERRED,
 }

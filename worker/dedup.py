@@ -91,12 +91,16 @@ class DedupStore(Protocol):
         every free handler of the callback at once (one token for all) and count one more run
         when any was free, unless that run would be past ``max_runs``: then claim none."""
 
-    async def renew(self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float) -> None:
+    async def renew(
+        self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float
+    ) -> list[bool]:
         """Extend the leases of ``((key, handler), claim)`` still held (a no-op for claims
-        lost or settled), all in one call."""
+        lost or settled), all in one call; answer, for each, whether it was still ours."""
 
-    async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
-        """Record that ``handler`` succeeded; later claims answer DONE for ``ttl`` seconds."""
+    async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> bool:
+        """Record that ``handler`` succeeded; later claims answer DONE for ``ttl`` seconds.
+        The claim's token is the fence: False (nothing written) when another claim holds or
+        settled the handler since ours lapsed, i.e. this run was a duplicate."""
 
     async def release(self, key: str, handler: str, claim: Claim) -> None:
         """Give the claim back after a failure so that a retry can claim it again."""
@@ -185,13 +189,23 @@ class MemoryStore:
                 claims.append(Claim(State.CLAIMED, token))
         return Claims(bound, tuple(claims), runs)
 
-    async def renew(self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float) -> None:
+    async def renew(
+        self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float
+    ) -> list[bool]:
+        extended = []
         for slot, claim in held:
-            if self._live(slot) == claim.token:
+            ours = self._live(slot) == claim.token
+            if ours:
                 self._set(slot, claim.token, lease)
+            extended.append(ours)
+        return extended
 
-    async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
+    async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> bool:
+        value = self._live((key, handler))
+        if value is not None and value != claim.token:
+            return False
         self._set((key, handler), DONE, ttl)
+        return True
 
     async def release(self, key: str, handler: str, claim: Claim) -> None:
         if self._live((key, handler)) == claim.token:

@@ -22,18 +22,29 @@ class Gate:
         self._idle = asyncio.Event()  # no ordinary delivery is running
         self._idle.set()
         self._suspects = asyncio.Lock()
+        self._generation = 0  # bumped by release_all: older tickets no longer count
 
-    async def enter(self) -> None:
-        """An ordinary delivery starts (pair it with :meth:`leave`)."""
+    async def enter(self) -> int:
+        """An ordinary delivery starts; pass what this returns to :meth:`leave`."""
         while not self._open.is_set():
             await self._open.wait()
         self._shared += 1
         self._idle.clear()
+        return self._generation
 
-    def leave(self) -> None:
+    def leave(self, ticket: int) -> None:
+        if ticket != self._generation:
+            return  # let go by :meth:`release_all` already
         self._shared -= 1
         if self._shared == 0:
             self._idle.set()
+
+    def release_all(self) -> None:
+        """The channel the running deliveries came on is gone, so the broker redelivers them:
+        they stop counting as in flight, and their copies (suspects) need not wait for them."""
+        self._generation += 1
+        self._shared = 0
+        self._idle.set()
 
     @contextlib.asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:

@@ -38,7 +38,10 @@ class Result(enum.Enum):
     OK = "ok"
     DUPLICATE = "duplicate"
     FAILED = "failed"
-    BUSY = "busy"  # another worker is running it right now
+    BUSY = "busy"  # another worker is running it right now, or our claim went stale
+    #: It ran, but its claim lapsed meanwhile and another worker took (or settled) it: the
+    #: done mark was refused, and the handler ran twice (``dedup.lease_lost``).
+    LEASE_LOST = "lease_lost"
     UNAVAILABLE = "unavailable"  # the dedup store could not be reached: not run
 
 
@@ -70,7 +73,8 @@ class DeliveryResult:
     @property
     def settled(self) -> frozenset[str]:
         """Handlers known done for this callback after this delivery."""
-        done = {r.handler.name for r in self.results if r.result in (Result.OK, Result.DUPLICATE)}
+        ended = (Result.OK, Result.DUPLICATE, Result.LEASE_LOST)
+        done = {r.handler.name for r in self.results if r.result in ended}
         return self.settled_before | done
 
     @property
@@ -119,6 +123,9 @@ async def dispatch(
     """
     pending = [h for h in handlers if h.name not in settled]
     ran = DeliveryResult(event, settled, pending=tuple(h.name for h in pending))
+    leases, key = policy.leases, event.dedup_key
+    await leases.timely()  # a slow store: take no new work until its round trips are short
+    asked_at = time.monotonic()
     try:
         found = await store.claim_all(
             ClaimRequest(
@@ -129,6 +136,7 @@ async def dispatch(
     except DedupUnavailable as exc:
         ran.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]
         return ran
+    leases.observe(time.monotonic() - asked_at)
     if found.bound_kind != event.kind:
         ran.forged_as = found.bound_kind
         return ran
@@ -136,15 +144,19 @@ async def dispatch(
     if found.over_budget(policy.max_runs):
         ran.over_budget = True
         return ran
-    leases, key = policy.leases, event.dedup_key
     held = {h.name: c for h, c in zip(pending, found.claims, strict=True) if c.token}
     for name, claim in held.items():
-        leases.hold(key, name, claim)
+        leases.hold(key, name, claim, asked_at)
     try:
         for handler, claim in zip(pending, found.claims, strict=True):
             if claim.state is State.DONE:
                 ran.results.append(HandlerResult(handler, Result.DUPLICATE))
             elif claim.state is State.BUSY:
+                ran.results.append(HandlerResult(handler, Result.BUSY))
+            elif not leases.fresh(key, handler.name):
+                # Not provably ours for a round trip more: its done mark could land after
+                # another worker took it over. Give it back; the copy comes back later.
+                log.warning("dedup.claim_stale", handler=handler.name, rtt_s=round(leases.rtt, 3))
                 ran.results.append(HandlerResult(handler, Result.BUSY))
             else:
                 result = await _run_one(event, handler, store, claim, policy)
@@ -188,9 +200,13 @@ async def _run_one(
         raise
     # Shielded: a shutdown that cancels us now must not keep a finished handler's mark from
     # landing, or the redelivery would run it again.
-    await asyncio.shield(
+    marked = await asyncio.shield(
         _mark_done(store, event, handler, claim, policy.done_ttl, patience=limit * DONE_PATIENCE)
     )
+    if not marked:
+        log.error("dedup.lease_lost", call_id=event.call_id, handler=handler.name,
+                  lease_s=policy.leases.lease, rtt_s=round(policy.leases.rtt, 3))  # fmt: skip
+        return HandlerResult(handler, Result.LEASE_LOST, _ms(started))
     return HandlerResult(handler, Result.OK, _ms(started))
 
 
@@ -209,22 +225,22 @@ _UNLIMITED = _Unlimited()
 
 async def _mark_done(
     store: DedupStore, event: Event, handler: Handler, claim: Claim, ttl: float, patience: float
-) -> None:
+) -> bool:
     """The handler succeeded: its done mark should land, or another copy of the callback
     could run it again. Ride out a short store outage (a Redis restart). Past that the mark
     is lost: a retry copy of this message still skips the handler (its ``settled`` list),
-    but a plain broker redelivery would run it again."""
+    but a plain broker redelivery would run it again. False: the store refused the mark,
+    another worker took the claim over after ours lapsed (see :meth:`DedupStore.done`)."""
     delay = 0.05
     deadline = time.monotonic() + patience
     while True:
         try:
-            await store.done(event.dedup_key, handler.name, claim, ttl)
-            return
+            return await store.done(event.dedup_key, handler.name, claim, ttl)
         except DedupUnavailable as exc:
             if time.monotonic() + delay > deadline:
                 log.error("dedup.mark_lost", handler=handler.name, error_type=type(exc).__name__,
                           error=str(exc), exc_info=exc)  # fmt: skip
-                return
+                return True  # not refused: lost; nothing more can be known
             log.warning("dedup.mark_retry", handler=handler.name, error=str(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -7,8 +7,9 @@ need a port of their own.
 
 - ``/healthz``: 200 while the process answers.
 - ``/readyz``: 200 while the worker consumes (started, not stopping, not paused for the dedup
-  store), its broker connection is up (not lost, nor reconnecting: :mod:`worker.link`) and the
-  dedup store answers a ping; 503 otherwise, with a JSON body saying which.
+  store, its channel not closed by the broker: :mod:`worker.channel`), its broker connection
+  is up (not lost, nor reconnecting: :mod:`worker.link`) and the dedup store answers a ping
+  (and takes writes: :mod:`worker.store_health`); 503 otherwise, with a JSON body saying which.
 - ``/metrics``: the worker's Prometheus metrics; ``callback_sink_worker_ready`` is the same
   readiness, refreshed by each scrape.
 

@@ -8,18 +8,21 @@ import uuid
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from callback_sink.sink.errors import DedupUnavailable
 from callback_sink.worker.dedup import DONE, Claim, ClaimRequest, Claims, State
 from callback_sink.worker.redis_batch import ScriptBatcher
 
-# Mark done / release only while we still hold the lease we took: a worker whose lease
-# expired must not overwrite another worker's newer claim.
+# Mark done / release only while we still hold the lease we took (the token is the fence):
+# a worker whose lease expired must not overwrite another worker's newer claim. A lapsed
+# lease nobody took over is still marked (2): the run is the only one, and unmarked it would
+# run again. 0: another worker holds or settled it, our run was a duplicate.
 _DONE_IF_OWNER = """
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] or v == false then
   redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+  if v == false then return 2 end
   return 1
 end
 return 0
@@ -63,13 +66,21 @@ for i = 3, #KEYS do
 end
 return out
 """
-# KEYS: marks; ARGV: lease ms, then the token of each mark. Extends only the leases still ours.
+# KEYS: marks; ARGV: lease ms, then the token of each mark. Extends only the leases still
+# ours; returns 1 for each extended, 0 for each lost.
 _RENEW_IF_OWNER = """
+local out = {}
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+  out[i] = 0
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    out[i] = 1
+  end
 end
-return 0
+return out
 """
+#: The probe key :meth:`RedisStore.ping` writes lives this long, milliseconds.
+PROBE_TTL_MS = 10_000
 _STATES = {b"claimed": State.CLAIMED, b"done": State.DONE, b"busy": State.BUSY}
 
 
@@ -131,20 +142,23 @@ class RedisStore:
         )
         return Claims(bound, claims, runs)
 
-    async def renew(self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float) -> None:
+    async def renew(
+        self, held: Sequence[tuple[tuple[str, str], Claim]], lease: float
+    ) -> list[bool]:
         if not held:
-            return
+            return []
         keys = [self._key(key, handler) for (key, handler), _ in held]
         args: list[str | int] = [_ms(lease), *(claim.token for _, claim in held)]
         try:
-            await self._renew(keys=keys, args=args)
-        except RedisError as exc:
+            extended = await self._renew(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
+        return [bool(int(flag)) for flag in extended]
 
-    async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> None:
+    async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> bool:
         try:
             keys, args = [self._key(key, handler)], [claim.token, _ms(ttl)]
-            await self._batch.call(self._done, keys, args)
+            return bool(int(await self._batch.call(self._done, keys, args)))
         except (RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
 
@@ -163,13 +177,28 @@ class RedisStore:
         return removed
 
     async def ping(self) -> None:
+        """A write, not PING: a Redis full at ``maxmemory`` answers PING but refuses writes."""
         try:
-            await self._redis.ping()
-        except RedisError as exc:
+            await self._redis.set(f"{self._prefix}:probe", b"1", px=PROBE_TTL_MS)
+        except (RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis: {exc}") from exc
+
+    async def config(self, *names: str) -> dict[str, str] | None:
+        """``CONFIG GET`` of ``names``; None where CONFIG is refused (a managed Redis)."""
+        try:
+            found = await self._redis.config_get(*names)
+        except ResponseError:
+            return None
+        except (RedisError, OSError) as exc:
+            raise DedupUnavailable(f"redis: {exc}") from exc
+        return {_text(k): _text(v) for k, v in found.items()}
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
