@@ -34,6 +34,8 @@ log = logs.get("worker")
 
 #: A poll that takes longer than this is abandoned until the next interval, seconds.
 POLL_TIMEOUT = 10.0
+#: How long stopping the poller may take before the process goes on without it, seconds.
+STOP_TIMEOUT = 2.0
 
 
 #: What a poll can meet when the broker or the connection goes away; the next poll retries.
@@ -121,7 +123,8 @@ async def polling(
     try:
         yield depths
     finally:
+        # Bounded: a poll caught mid-handshake (or a close of a connection that is itself
+        # reconnecting) must not hold up the process's shutdown; the process is ending.
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await depths.close()
+        closing = asyncio.ensure_future(depths.close())
+        await asyncio.wait({task, closing}, timeout=STOP_TIMEOUT)
