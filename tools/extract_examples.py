@@ -1,6 +1,7 @@
 """Regenerate sink/examples.json from the specification's Markdown files.
 
-Run from the repository root: ``python tools/extract_examples.py ../shared/spec``.
+Run from the repository root: ``python tools/extract_examples.py tests/spec`` (the
+repository's copy of the specification).
 The examples ship with the package so that ``callback-sink send`` works anywhere.
 
 The spec reuses placeholder callIds (``XXXX#XXXX_XXXX`` for 18 examples, one real-looking id
@@ -45,4 +46,4 @@ def main(spec_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/spec")
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/spec")
