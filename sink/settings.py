@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from callback_sink.sink import settings_more as more
 from callback_sink.sink.apps import Apps, parse_apps, read_apps_file
 from callback_sink.sink.config import (
     IPNetwork,
@@ -42,7 +43,7 @@ __all__ = ["DAY", "IPNetwork", "Settings", "positive", "read_env", "read_secret_
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(more.ResilienceSettings, more.TlsSettings, more.InboxSettings):
     """Every ``SINK_*`` setting, each declared once (:func:`declare`): the field's default,
     the variable's parser, unit and bounds, the processes that read it and its help."""
 
@@ -307,8 +308,7 @@ class Settings:
                 "set SINK_APPS (or SINK_APPS_FILE) or SINK_SECRETS (or SINK_SECRETS_FILE), "
                 "not both: SINK_SECRETS means any app, SINK_APPS each app its own secrets"
             )
-        if not self.dedup_url.startswith(("memory://", "redis://", "rediss://", "unix://")):
-            raise ConfigError("SINK_DEDUP_URL must start with memory://, redis:// or rediss://")
+        more.check_more(self)
         if not self.amqp_urls or not all(
             url.startswith(("amqp://", "amqps://")) for url in self.amqp_urls
         ):
