@@ -10,12 +10,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from callback_sink.ingress.app import EDGE, create_app
-from callback_sink.ingress.presend import install
+from callback_sink.ingress.app import EDGE
 from callback_sink.sink.settings import Settings
 from tests.conftest import callback, signed
+from tests.ingress_server import serving_both
 
 Client = TestClient[Any, Any]
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -27,19 +27,8 @@ HUGE = 100 * 1000 * 1000
 @pytest.fixture
 async def start(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     """An ingress serving both routes (callbacks and pre-send), with setting overrides."""
-    clients: list[Client] = []
-
-    async def start(**overrides: Any) -> Client:
-        app = create_app(replace(settings, **overrides))
-        install(app, [])
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
+    async with serving_both() as serve:
+        yield lambda **overrides: serve([], replace(settings, **overrides))
 
 
 async def ask(client: Client, path: str, length: int) -> tuple[Stream, bytes]:

@@ -12,17 +12,18 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from callback_sink.handlers.presend import load_presend
-from callback_sink.ingress.app import SPOOL, create_app
-from callback_sink.ingress.presend import PRESEND, install
+from callback_sink.ingress.app import SPOOL
+from callback_sink.ingress.presend import PRESEND
 from callback_sink.sink.presend import PresendFunc
 from callback_sink.sink.settings import Settings
 from callback_sink.testing import make_presend_body
 from callback_sink.testing.ports import free_port
 from tests.conftest import SECRET, Recorder, post
+from tests.ingress_server import serving_both
 from tests.presend_fixtures import BANNED, sleepy
 from tests.waiting import drain_and_stop, until
 
@@ -33,19 +34,8 @@ CHAIN = load_presend(["tests.presend_fixtures"], use_entry_points=False)
 
 @pytest.fixture
 async def start_ingress() -> AsyncIterator[Start]:
-    clients: list[Client] = []
-
-    async def start(chain: Sequence[PresendFunc], settings: Settings) -> Client:
-        app = create_app(settings)
-        install(app, chain)
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
+    async with serving_both() as serve:
+        yield serve
 
 
 async def presend_post(client: Client, body: bytes) -> tuple[int, dict[str, Any], float]:
