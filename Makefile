@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock services tools run test lint typecheck unit bench clean
+.PHONY: install lock services tools run test lint typecheck docs docs-shots unit bench clean
 
 install: $(STAMP)
 
@@ -51,8 +51,23 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The documentation site (docs/, MyST Markdown + the API from the docstrings) into
+# docs/_build/html. Warnings are errors (-W, -n: every cross-reference must resolve).
+docs: install
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
+
+# Screenshots of three pages of the built site, for a look without a browser (needs chromium).
+SHOTS ?= /tmp/docs-shots
+docs-shots: docs
+	mkdir -p $(SHOTS)
+	for page in index reference/settings explanation/architecture; do \
+	  test ! -f docs/_build/html/$$page.html || chromium --headless --no-sandbox --hide-scrollbars \
+	    --window-size=1280,1600 --screenshot=$(SHOTS)/$$(echo $$page | tr / -).png \
+	    file://$(CURDIR)/docs/_build/html/$$page.html; \
+	done
+
 # The fault-injection scenarios stop and start RabbitMQ and Redis: they run last, on their own.
-test: install services tools lint typecheck
+test: install services tools lint typecheck docs
 	$(BIN)/pytest -m "not faults"
 	$(BIN)/pytest -m faults -s
 
@@ -67,4 +82,4 @@ bench: install services
 	$(BIN)/python bench/bench.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info docs/_build

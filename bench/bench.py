@@ -16,6 +16,8 @@ Scenarios (see bench/README.md for what each one measures and why):
   ingress`` (``--processes N``), real RabbitMQ, at the log level named;
 - ``celery`` / ``celery-confirm``: FastAPI + Celery ``.delay()`` under ``uvicorn --workers
   2``, without and with ``confirm_publish`` (its own virtualenv, ``bench/.venv-alt``);
+- ``faststream-1w`` / ``faststream-2w``: FastAPI + FastStream's RabbitRouter, a confirmed
+  persistent publish to a quorum queue, under ``uvicorn --workers 1|2`` (the same virtualenv);
 - ``bare-consume`` / ``bare-consume-setnx``: bare aio-pika consume + ack (+ one Redis
   ``SET NX``) of a pre-filled queue;
 - ``drain-memory`` / ``drain-redis``: ``callback-sink worker`` on the same pre-filled queue;
@@ -118,7 +120,7 @@ def parse_args() -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--duration", type=float, default=5.0, help="s per throughput row")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--drain-count", type=int, default=10000)
-    parser.add_argument("--no-alt", action="store_true", help="skip FastAPI + Celery")
+    parser.add_argument("--no-alt", action="store_true", help="skip FastAPI + Celery / FastStream")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--results-dir", default=str(RESULTS))
     args = parser.parse_args()

@@ -52,7 +52,7 @@ class Config:
     level_seconds: float  # open-loop seconds per e2e level
     levels: tuple[float, ...]
     limit: int  # quick mode: callbacks per wrk thread (0: by duration)
-    alt: bool  # run the FastAPI + Celery rows
+    alt: bool  # run the FastAPI + Celery and FastAPI + FastStream rows
     only: list[str] = field(default_factory=list)
 
 

@@ -105,6 +105,20 @@ CHECKS = [
         lambda v: v >= 5,
     ),
     Check(
+        "ingress 1p / FastAPI+FastStream, 1 worker",
+        "ingress-1p-info",
+        "faststream-1w",
+        "≥ 1.5",
+        lambda v: v >= 1.5,
+    ),
+    Check(
+        "ingress 2p / FastAPI+FastStream, 2 workers",
+        "ingress-2p-info",
+        "faststream-2w",
+        "≥ 1.5",
+        lambda v: v >= 1.5,
+    ),
+    Check(
         "info-log cost: 1 − info / warning (1 process)",
         "ingress-1p-info",
         "ingress-1p-warning",

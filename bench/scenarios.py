@@ -58,28 +58,42 @@ class Bench(Harness):
             await cleanup(prefix)
 
     async def celery(self, confirm: bool) -> Result:
-        venv = ensure_alt_venv()
+        """FastAPI + Celery ``.delay()`` under two uvicorn workers (access log on, as by
+        default), without and with publisher confirms."""
         prefix = new_prefix()
         queue = f"{prefix}.celery"
+        extra = {"ALT_CONFIRM": "1" if confirm else "0"}
+        return await self.uvicorn("alt_app:app", prefix, queue, 2, extra, access_log=True)
+
+    async def faststream(self, workers: int) -> Result:
+        """FastAPI + FastStream's RabbitRouter (``faststream_app.py``): a confirmed persistent
+        publish to a quorum queue per callback, under ``workers`` uvicorn workers, no logs."""
+        prefix = new_prefix()
+        result = await self.uvicorn("faststream_app:app", prefix, f"{prefix}.faststream", workers)
+        result.extra["workers"] = workers
+        return result
+
+    async def uvicorn(
+        self,
+        app: str,
+        prefix: str,
+        queue: str,
+        workers: int,
+        extra: dict[str, str] | None = None,
+        *,
+        access_log: bool = False,
+    ) -> Result:
+        """One HTTP row of an alternative in ``bench/.venv-alt``: ``uvicorn app`` with uvloop
+        and httptools, publishing to ``queue``, deleted afterwards with the prefix."""
+        venv = ensure_alt_venv()
         port = procs.free_port()
         env = self.env(prefix, port)
-        env.update(
-            ALT_SECRET=SECRET,
-            ALT_BROKER=AMQP_URL,
-            ALT_QUEUE=queue,
-            ALT_CONFIRM="1" if confirm else "0",
-        )
+        env.update(ALT_SECRET=SECRET, ALT_BROKER=AMQP_URL, ALT_QUEUE=queue, **(extra or {}))
         command = [
-            str(venv / "bin" / "uvicorn"),
-            "alt_app:app",
-            "--app-dir",
-            str(BENCH),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
+            *(str(venv / "bin" / "uvicorn"), app, "--app-dir", str(BENCH)),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+            *("--loop", "uvloop", "--http", "httptools"),
+            *(() if access_log else ("--no-access-log",)),
         ]
         try:
             child = await self.start("uvicorn", command, env)
@@ -305,6 +319,8 @@ def scenarios(bench: Bench, config: Config) -> dict[str, Callable[[], Awaitable[
         "ingress-2p-info": lambda: bench.ingress(2, "info"),
         "celery": lambda: bench.celery(False),
         "celery-confirm": lambda: bench.celery(True),
+        "faststream-1w": lambda: bench.faststream(1),
+        "faststream-2w": lambda: bench.faststream(2),
         "bare-consume": lambda: bench.bare_consume(False),
         "bare-consume-setnx": lambda: bench.bare_consume(True),
         "drain-memory": lambda: bench.drain("memory"),
@@ -313,7 +329,8 @@ def scenarios(bench: Bench, config: Config) -> dict[str, Callable[[], Awaitable[
         "e2e": bench.e2e,
     }
     if not config.alt:
-        del table["celery"], table["celery-confirm"]
+        for name in ("celery", "celery-confirm", "faststream-1w", "faststream-2w"):
+            del table[name]
     if config.only:
         table = {name: run for name, run in table.items() if name in config.only}
     return table

@@ -21,6 +21,8 @@ ROWS = [
     ("ingress-2p-info", "callback-sink ingress, 2 processes, info logs", "req/s"),
     ("celery", "FastAPI + Celery .delay(), 2 uvicorn workers, no confirms", "req/s"),
     ("celery-confirm", "FastAPI + Celery .delay(), 2 uvicorn workers, confirm_publish", "req/s"),
+    ("faststream-1w", "FastAPI + FastStream, confirmed publish, 1 uvicorn worker", "req/s"),
+    ("faststream-2w", "FastAPI + FastStream, confirmed publish, 2 uvicorn workers", "req/s"),
     ("bare-consume", "bare consume + ack", "msg/s"),
     ("bare-consume-setnx", "bare consume + ack + Redis SET NX", "msg/s"),
     ("drain-memory", "callback-sink worker drain, memory dedup", "cb/s"),

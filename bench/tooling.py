@@ -37,12 +37,12 @@ def ensure_wrk() -> str:
 
 
 def ensure_alt_venv() -> Path:
-    """bench/.venv-alt with FastAPI, uvicorn and Celery (bench/alt-requirements.txt)."""
+    """bench/.venv-alt with FastAPI, uvicorn, Celery and FastStream (bench/alt-requirements.txt)."""
     stamp = ALT_VENV / ".installed"
     wanted = ALT_REQUIREMENTS.read_text(encoding="utf-8")
     if stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
         return ALT_VENV
-    log(f"installing FastAPI + uvicorn + Celery into {ALT_VENV.relative_to(REPO)}")
+    log(f"installing FastAPI + uvicorn + Celery + FastStream into {ALT_VENV.relative_to(REPO)}")
     base = getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
     if not (ALT_VENV / "bin" / "python").exists():
         subprocess.run([base, "-m", "venv", str(ALT_VENV)], check=True)

@@ -21,15 +21,15 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-import redis.asyncio as aioredis
-
 from callback_sink.easemob.redis_limiter import limiter_for
 from callback_sink.easemob.settings import EasemobSettings
 from callback_sink.easemob.storage import BUCKET, CallbackStorage, StoredBucket
 from callback_sink.easemob.transport import Transport
 from callback_sink.sink.errors import ConfigError
+from callback_sink.sink.redis_client import connect
 from callback_sink.sink.replay_window import is_shared, open_exemption
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import redis_tls_kwargs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,7 +94,8 @@ async def backfill(
 ) -> BackfillReport:
     """List the stored buckets in ``[since, until)``; unless ``dry_run``, open each one's
     replay-window exemption and ask Easemob to re-send it to ``target``."""
-    limiter = limiter_for(easemob, settings.dedup_url, settings.topology_prefix)
+    tls = redis_tls_kwargs(settings)
+    limiter = limiter_for(easemob, settings.dedup_url, settings.topology_prefix, tls)
     async with Transport(easemob, limiter=limiter) as transport:
         storage = CallbackStorage(transport)
         buckets = [b for b in await storage.info() if _within(b, since, until)]
@@ -119,7 +120,7 @@ async def _resend(
 ) -> BackfillReport:
     appkey = f"{easemob.org}#{easemob.app}"
     shared = is_shared(settings.dedup_url) and settings.max_age_s > 0
-    redis = aioredis.Redis.from_url(settings.dedup_url) if shared else None
+    redis = connect(settings.dedup_url, **redis_tls_kwargs(settings)) if shared else None
     progress = Progress(out, len(buckets))
     requested = refused = 0
     try:

@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callback-sink",
         description="Durable receiver for Easemob / Agora Chat callbacks. "
-        "Configured by SINK_* environment variables (see README); "
+        "Configured by SINK_* environment variables (see docs/reference/settings.md); "
         "`callback-sink config` shows their effective values.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

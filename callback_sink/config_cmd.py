@@ -44,6 +44,8 @@ def effective(settings: Settings) -> list[tuple[str, str, str]]:
         values = {f.name: getattr(loaded[cls], f.name) for f in fields(cls)}
         for v in variables(cls, prefix):
             source = "env" if os.environ.get(v.name, "").strip() else "default"
+            if source == "default" and os.environ.get(f"{v.name}_FILE", "").strip():
+                source = "file"  # read from {VAR}_FILE (a secret kept out of the environment)
             if not v.field:  # a stand-in like SINK_SECRETS_FILE: show only when set
                 if source == "env":
                     rows.append((v.name, os.environ[v.name], source))

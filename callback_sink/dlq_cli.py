@@ -28,6 +28,7 @@ import orjson
 from callback_sink.errors_cli import Failure
 from callback_sink.sink import logs
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import amqp_context
 from callback_sink.sink.topology import Topology
 from callback_sink.worker.dlq import DeadLetter, DeadLetters, Selection, as_dict, render
 
@@ -99,7 +100,8 @@ def _open(settings: Settings, use: Callable[[DeadLetters], Awaitable[int]]) -> i
     message not acked goes back)."""
 
     async def run() -> int:
-        async with DeadLetters.open(settings.amqp_url, Topology(settings.topology_prefix)) as q:
+        topology = Topology(settings.topology_prefix)
+        async with DeadLetters.open(settings.amqp_url, topology, amqp_context(settings)) as q:
             return await use(q)
 
     return asyncio.run(run())
@@ -129,17 +131,22 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _print(letters: AsyncIterator[DeadLetter], json: bool, *, table: bool) -> int:
     count = 0
+    rows: list[tuple[str, ...]] = []
     async for d in letters:
         if json:
             sys.stdout.write(orjson.dumps(as_dict(d)).decode() + "\n")
-        elif table:
-            if not count:
-                print(f"{'CALL ID':40} {'EVENT':24} {'HANDLER':32} {'ATT':>3} {'AGE':>5}  ERROR")
-            print(f"{d.call_id:40} {d.event_name:24} {d.handlers or '-':32} {d.attempts:>3} "
-                  f"{d.age():>5}  {d.reason}: {d.error}"[:240])  # fmt: skip
+        elif table:  # printed once all are read: each column as wide as its longest value
+            rows.append((d.call_id, d.event_name, d.handlers or "-", str(d.attempts), d.age(),
+                         f"{d.reason}: {d.error}"))  # fmt: skip
         else:
             print(("\n" if count else "") + render(d))
         count += 1
+    if rows:
+        rows.insert(0, ("CALL ID", "EVENT", "HANDLER", "ATT", "AGE", "ERROR"))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for call_id, event, handlers, attempts, age, error in rows:
+            print(f"{call_id:{widths[0]}} {event:{widths[1]}} {handlers:{widths[2]}} "
+                  f"{attempts:>3} {age:>5}  {error}"[:400])  # fmt: skip
     return count
 
 

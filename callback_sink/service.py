@@ -39,11 +39,14 @@ from callback_sink.sink.metrics import (
     RestMetrics,
     WorkerMetrics,
 )
+from callback_sink.sink.metrics_store import StoreMetrics
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import redis_tls_kwargs
 from callback_sink.worker.consumer import Worker
 from callback_sink.worker.dedup import open_store
 from callback_sink.worker.depth import polling
 from callback_sink.worker.probes import linger, serving
+from callback_sink.worker.replica_wait import ReplicaWait
 
 log = logs.get("sink")
 
@@ -218,8 +221,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, lingering: bool
     lingers (``SINK_METRICS_LINGER_S``) for one more scrape of the final counts, unless
     ``lingering`` is off (``callback-sink run``: a developer's Ctrl-C stops at once)."""
     registry = load(settings.handlers)
-    store = open_store(settings.dedup_url, settings.topology_prefix)
+    wait, tls = ReplicaWait.of(settings), redis_tls_kwargs(settings)
+    store = open_store(settings.dedup_url, settings.topology_prefix, wait, tls)
     RestMetrics.on(REGISTRY)  # declared at start: the REST client counts into it
+    StoreMetrics.on(REGISTRY)  # and the dedup store's WAITs (SINK_DEDUP_WAIT)
     worker = Worker(settings, registry, store, WorkerMetrics.on(REGISTRY))
     async with serving(settings, worker):
         if not await _start_unless_stopped(worker, stop):

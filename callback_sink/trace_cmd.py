@@ -41,12 +41,13 @@ STEPS = {
     "spool.full": "refused",
     "callback.forged": "forged",
     "callback.delivery_limit": "dead_letter",
+    "callback.crash_loop": "dead_letter",
     "callback.undecodable": "dead_letter",
     "callback.deferred": "deferred",
     "dlq.replayed": "replayed",
 }
 #: Fields shown in the DETAIL column when a line has them, in this order.
-DETAIL_FIELDS = ("status", "reason", "error", "replay_of", "first_seen_as", "deliveries")
+DETAIL_FIELDS = ("status", "reason", "error", "replay_of", "first_seen_as", "deliveries", "deaths")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

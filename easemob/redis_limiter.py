@@ -17,15 +17,15 @@ locally, at the same rate, and says so once in the log.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from callback_sink.easemob.ratelimit import RateLimiter
 from callback_sink.easemob.settings import EasemobSettings
 from callback_sink.sink import logs
+from callback_sink.sink.redis_client import connect
 from callback_sink.sink.replay_window import is_shared
 
 log = logs.get("easemob")
@@ -75,6 +75,7 @@ class RedisRateLimiter:
         *,
         burst: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -82,7 +83,7 @@ class RedisRateLimiter:
         self.rate = rate
         self.burst = max(1.0, rate * BURST_SECONDS if burst is None else burst)
         self._sleep = sleep
-        self._client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._client = connect(url, socket_timeout=2, socket_connect_timeout=2, **(tls or {}))
         self._script = self._client.register_script(_RESERVE)
         self._fallback = RateLimiter(rate, self.burst, sleep=sleep)
         self._degraded = False
@@ -91,7 +92,7 @@ class RedisRateLimiter:
         """Reserve one token in the shared bucket and wait until it is due."""
         try:
             wait_us = await self._script(keys=[self.key], args=[self.rate, self.burst])
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, RedisClusterException) as exc:
             if not self._degraded:
                 log.warning("easemob.quota_unshared", error=type(exc).__name__)
                 self._degraded = True
@@ -111,9 +112,13 @@ def quota_key(prefix: str, settings: EasemobSettings) -> str:
     return f"{prefix}:easemob-quota:{settings.org}#{settings.app}"
 
 
-def limiter_for(settings: EasemobSettings, dedup_url: str, prefix: str) -> Limiter:
+def limiter_for(
+    settings: EasemobSettings, dedup_url: str, prefix: str, tls: Mapping[str, Any] | None = None
+) -> Limiter:
     """The limiter a REST client of ``settings``' app should use: the shared Redis bucket
-    when ``dedup_url`` (``SINK_DEDUP_URL``) is Redis, else a local one."""
+    when ``dedup_url`` (``SINK_DEDUP_URL``) is Redis, else a local one; ``tls``: its
+    client's TLS options (:func:`callback_sink.sink.tls.redis_tls_kwargs`)."""
     if is_shared(dedup_url):
-        return RedisRateLimiter(dedup_url, quota_key(prefix, settings), settings.rate_limit)
+        key = quota_key(prefix, settings)
+        return RedisRateLimiter(dedup_url, key, settings.rate_limit, tls=tls)
     return RateLimiter(settings.rate_limit)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, overload
 
 from callback_sink.sink import logs, names
 from callback_sink.sink.errors import HandlerLoadError, StartupError
@@ -21,6 +21,9 @@ from callback_sink.sink.events import Event
 
 HandlerFunc = Callable[[Event], Awaitable[None]]
 F = TypeVar("F", bound=HandlerFunc)
+#: ``@on(..., transactional=True)``: ``async def h(event, tx)`` (``tx``: a
+#: :data:`~callback_sink.handlers.transactional.Transaction`).
+TF = TypeVar("TF", bound=Callable[[Event, Any], Awaitable[None]])
 
 ENTRY_POINT_GROUP = "callback_sink.handlers"
 _MARK = "__callback_sink_subscriptions__"
@@ -53,8 +56,22 @@ class Options:
     give_up_on: tuple[type[BaseException], ...] = ()
     #: Most callbacks this handler runs at once in one worker (``SINK_CONCURRENCY``).
     concurrency: int | None = None
+    #: Run in a PostgreSQL transaction (``SINK_INBOX_URL``) that also holds its done mark.
+    transactional: bool = False
 
 
+@overload
+def on(
+    *subscriptions: str, timeout: float | None = None, retries: int | None = None,
+    give_up_on: Iterable[type[BaseException]] = (), concurrency: int | None = None,
+    name: str | None = None, transactional: Literal[False] = False,
+) -> Callable[[F], F]: ...  # fmt: skip
+@overload
+def on(
+    *subscriptions: str, timeout: float | None = None, retries: int | None = None,
+    give_up_on: Iterable[type[BaseException]] = (), concurrency: int | None = None,
+    name: str | None = None, transactional: Literal[True],
+) -> Callable[[TF], TF]: ...  # fmt: skip
 def on(
     *subscriptions: str,
     timeout: float | None = None,
@@ -62,7 +79,8 @@ def on(
     give_up_on: Iterable[type[BaseException]] = (),
     concurrency: int | None = None,
     name: str | None = None,
-) -> Callable[[F], F]:
+    transactional: bool = False,
+) -> Callable[[Any], Any]:
     """Subscribe an ``async def handler(event)`` to event names, families or ``*``.
 
     ``timeout``, ``retries`` (attempts in all, the first included), ``give_up_on``
@@ -70,15 +88,18 @@ def on(
     settings for this handler alone. ``name`` is the handler's stable identity in dedup
     marks, dead letters, metrics and logs; without it the identity is ``module.function``,
     so moving or renaming the function makes the new one a different handler (callbacks
-    redelivered after the rename run again under the new name). A name nobody knows, or a
-    bad option, fails here, at import time, with a message naming it.
+    redelivered after the rename run again under the new name). ``transactional=True``
+    makes it ``async def handler(event, tx)``: ``tx`` is a transaction on ``SINK_INBOX_URL``
+    that commits the handler's writes together with its done mark, so a crash can neither
+    lose them nor apply them twice (docs/howto/transactional-handlers.md). A name nobody
+    knows, or a bad option, fails here, at import time, with a message naming it.
     """
     if not subscriptions:
         raise HandlerLoadError("@on() needs at least one event name")
     for subscription in subscriptions:
         if not names.is_subscribable(subscription):
             raise HandlerLoadError(
-                f"@on({subscription!r}): unknown event name (see README: Event names)"
+                f"@on({subscription!r}): unknown event name (see docs/reference/events.md)"
             )
     if timeout is not None and timeout <= 0:
         raise HandlerLoadError(f"@on(timeout={timeout!r}): must be a positive number of seconds")
@@ -93,11 +114,15 @@ def on(
         raise HandlerLoadError(
             f"@on(name={name!r}): must be a non-empty string without spaces or commas"
         )
-    options = Options(timeout, retries, errors, concurrency)
+    options = Options(timeout, retries, errors, concurrency, bool(transactional))
 
     def mark(func: F) -> F:
         if not inspect.iscoroutinefunction(func):
             raise HandlerLoadError(f"@on handler {func.__qualname__} must be an async def")
+        if transactional and len(inspect.signature(func).parameters) < 2:
+            raise HandlerLoadError(
+                f"@on(transactional=True) handler {func.__qualname__} must take (event, tx)"
+            )
         existing: tuple[str, ...] = getattr(func, _MARK, ())
         setattr(func, _MARK, tuple(dict.fromkeys((*existing, *subscriptions))))
         setattr(func, _OPTIONS_MARK, options)

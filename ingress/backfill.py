@@ -9,15 +9,19 @@ and logs why: ``backfill`` can be run again.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from callback_sink.sink import logs
 from callback_sink.sink.apps import appkey_of
+from callback_sink.sink.redis_client import connect
 from callback_sink.sink.replay_window import is_exempt, is_shared
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import redis_tls_kwargs
+
+if TYPE_CHECKING:
+    from callback_sink.sink.redis_client import Client
 
 log = logs.get("ingress")
 
@@ -32,7 +36,8 @@ class Exemptions:
         self._url = settings.dedup_url if is_shared(settings.dedup_url) else None
         self._prefix = settings.topology_prefix
         self._dedup_ttl_ms = settings.dedup_ttl * 1000
-        self._client: aioredis.Redis | None = None
+        self._tls = redis_tls_kwargs(settings)
+        self._client: Client | None = None
         #: Old callbacks admitted so far (for tests and the curious).
         self.admitted = 0
 
@@ -45,9 +50,10 @@ class Exemptions:
         if time.time() * 1000 - doc["timestamp"] >= self._dedup_ttl_ms:
             return False
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self._url, socket_timeout=LOOKUP_TIMEOUT, socket_connect_timeout=LOOKUP_TIMEOUT
-            )
+            self._client = connect(
+                self._url, socket_timeout=LOOKUP_TIMEOUT, socket_connect_timeout=LOOKUP_TIMEOUT,
+                **self._tls,
+            )  # fmt: skip
         try:
             exempt = await is_exempt(self._client, self._prefix, appkey, doc["timestamp"])
         except (RedisError, OSError, TimeoutError) as exc:

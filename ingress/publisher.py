@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,8 @@ from callback_sink.sink.errors import PublishError
 from callback_sink.sink.events import Event, decode
 from callback_sink.sink.partition import PARTITION_HEADER, partition_of
 from callback_sink.sink.permanent import permanent
+from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import amqp_context
 from callback_sink.sink.topology import Topology, declare
 
 log = logs.get("ingress")
@@ -68,10 +71,16 @@ class Publisher:
     """One robust connection and one confirming channel, shared by every request."""
 
     def __init__(
-        self, amqp_url: str | Sequence[str], topology: Topology, confirm_timeout: float
+        self,
+        amqp_url: str | Sequence[str],
+        topology: Topology,
+        confirm_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``amqp_url``: one URL, or the nodes of a cluster (a list, or comma-separated)."""
+        """``amqp_url``: one URL, or the nodes of a cluster (a list, or comma-separated);
+        ``ssl_context``: that of ``amqps://`` (:func:`callback_sink.sink.tls.amqp_context`)."""
         self._urls = csv(amqp_url) if isinstance(amqp_url, str) else tuple(amqp_url)
+        self._ssl_context = ssl_context
         self._topology = topology
         self._timeout = confirm_timeout
         self._connection: ClusterConnection | None = None
@@ -81,6 +90,11 @@ class Publisher:
         self._nacks = 0
         self._reopen_delay = REOPEN_DELAY_MIN
         self._reopening: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, topology: Topology) -> Publisher:
+        """The publisher of ``settings``: its nodes, confirm time-out and TLS context."""
+        return cls(settings.amqp_urls, topology, settings.publish_timeout, amqp_context(settings))
 
     async def start(self, wait: float = CONNECT_TIMEOUT) -> None:
         """Start connecting in the background and wait up to ``wait`` seconds for the first
@@ -230,7 +244,10 @@ class Publisher:
     async def _connect(self) -> None:
         async with asyncio.timeout(CONNECT_TIMEOUT * len(self._urls)):
             connection = await connect_any(
-                self._urls, per_node=CONNECT_TIMEOUT, reconnect_interval=RECONNECT_INTERVAL
+                self._urls,
+                per_node=CONNECT_TIMEOUT,
+                reconnect_interval=RECONNECT_INTERVAL,
+                ssl_context=self._ssl_context,
             )
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):

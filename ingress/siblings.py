@@ -88,7 +88,8 @@ def claim_root(root: str | Path) -> int:
     except BlockingIOError:
         os.close(fd)
         raise SpoolLocked(
-            f"spool directory {path} is in use by another ingress (SINK_SPOOL_DIR must differ)"
+            f"spool directory {path} is in use by another ingress, or by one still draining "
+            "(wait for it to exit; two running ingresses need different SINK_SPOOL_DIR)"
         ) from None
     return fd
 

@@ -16,6 +16,7 @@ probe) that simply need some node now. URLs in logs never carry their password
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from yarl import URL
 
-from callback_sink.sink import logs
+from callback_sink.sink import logs, tls
 
 log = logs.get("amqp")
 
@@ -88,20 +89,24 @@ async def connect_any(
     per_node: float,
     reconnect_interval: float,
     client_properties: dict[str, Any] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ClusterConnection:
     """A robust connection to the first of ``urls`` that answers within ``per_node`` seconds,
     trying them in order; the last error when none does. It fails over along the list later.
-    ``client_properties``: shown by the broker (``connection_name`` names the connection)."""
+    ``client_properties``: shown by the broker (``connection_name`` names the connection).
+    ``ssl_context``: of the ``amqps://`` URLs (:func:`callback_sink.sink.tls.amqp_context`)."""
     error: BaseException | None = None
-    extra = {} if client_properties is None else {"client_properties": client_properties}
+    extra: dict[str, Any] = {"ssl_context": ssl_context}
+    if client_properties is not None:
+        extra["client_properties"] = client_properties
     for index, url in enumerate(urls):
         connection = ClusterConnection(urls, index, reconnect_interval=reconnect_interval, **extra)
         try:
             await connection.connect(timeout=per_node)
         except CONNECT_ERRORS as exc:
             await connection.close()
-            log.warning("amqp.node_unreachable", node=node_of(url), error=_describe(exc))
-            error = exc
+            error = tls.failed(exc, node_of(url)) or exc
+            log.warning("amqp.node_unreachable", node=node_of(url), error=_describe(error))
             continue
         except BaseException:
             await connection.close()
@@ -113,14 +118,16 @@ async def connect_any(
     raise error
 
 
-async def connect_first(urls: Sequence[str], *, per_node: float = 5.0) -> AbstractConnection:
+async def connect_first(
+    urls: Sequence[str], *, per_node: float = 5.0, ssl_context: ssl.SSLContext | None = None
+) -> AbstractConnection:
     """A plain connection to the first of ``urls`` that answers, for short-lived tools."""
     error: BaseException | None = None
     for url in urls:
         try:
-            return await aio_pika.connect(url, timeout=per_node)
+            return await aio_pika.connect(url, timeout=per_node, ssl_context=ssl_context)
         except CONNECT_ERRORS as exc:
-            error = exc
+            error = tls.failed(exc, node_of(url)) or exc
     if error is None:
         raise ValueError("no AMQP URL")
     raise error

@@ -26,6 +26,17 @@ class StartupError(SinkError):
     store did not answer within ``SINK_STARTUP_TIMEOUT_S``. One line, then a non-zero exit."""
 
 
+class TlsRefused(SinkError, ConnectionError):
+    """A TLS handshake with ``server`` (host:port) failed for a reason waiting cannot fix:
+    its certificate is not trusted or does not name it, or the port does not speak TLS.
+    A ``ConnectionError``, so that code handling a failed connect handles it too."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__(f"TLS with {server} failed: {reason}")
+        self.server = server
+        self.reason = reason
+
+
 class Rejected(SinkError):
     """The ingress refuses a callback: ``status`` is the HTTP answer, ``reason`` is logged.
 
@@ -138,3 +149,17 @@ class SpoolFull(SpoolError):
         self.used = used
         self.limit = limit
         self.needed = needed
+
+
+class InboxDuplicate(SinkError):
+    """The inbox already holds ``handler``'s row for this callback: its transaction committed
+    in an earlier delivery, so this one is skipped (the ``duplicate`` outcome)."""
+
+    def __init__(self, handler: str) -> None:
+        super().__init__(f"{handler}: already done (its inbox row exists)")
+        self.handler = handler
+
+
+class InboxUnavailable(SinkError):
+    """The inbox's PostgreSQL could not be reached (or dropped the connection) during a
+    transactional handler's run: nothing was committed, the callback is deferred."""

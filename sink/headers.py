@@ -13,9 +13,11 @@ FAILED_HANDLERS = "x-sink-failed-handlers"  # comma-separated handler names
 ERROR_TYPE = "x-sink-error-type"  # exception class of the (first) failed handler
 ERROR = "x-sink-error"  # its message, truncated
 TRACEBACK = "x-sink-traceback"  # its formatted traceback, no locals, last 4,096 chars
-DEAD_REASON = "x-sink-dead-reason"  # attempts-exhausted | permanent | delivery-limit | undecodable
+# attempts-exhausted | permanent | delivery-limit | crash-loop | undecodable
+DEAD_REASON = "x-sink-dead-reason"
 SETTLED = "x-sink-settled"  # handlers already done for this callback: a retry skips them
 REPLAYED = "x-sink-replayed"  # set when `dlq replay` puts a dead letter back: its ISO time
 REPLAY_OF = "x-sink-replay-of"  # with it: the x-sink-dead-reason of the dead letter replayed
+SUSPECT = "x-sink-suspect"  # a deferred copy of a delivery that ran alone: it runs alone again
 #: Set by the broker on each delivery from a quorum queue; never ours to read or show.
 BROKER_DELIVERY_COUNT = "x-delivery-count"

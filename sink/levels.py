@@ -36,6 +36,10 @@ def _handled(outcome: Outcome, when: str) -> Line:
 
 _FORGED = "the callId was first seen as another kind of event: refused, nothing ran"
 _LIMIT = "a callback kept taking its workers down (`SINK_MAX_DELIVERIES`): dead-lettered"
+_CRASH = (
+    "a callback took its worker down each time it ran alone (`SINK_CRASH_LOOP_DEATHS`): "
+    "dead-lettered"
+)
 _BUG = "a bug of the worker's own (with its traceback): the message is handed back"
 _SETTLE = "an ack or a retry copy failed (with its traceback): the message is handed back"
 _SPOOL = "the ingress refused a callback its spool could not take"
@@ -60,6 +64,7 @@ LINES: tuple[Line, ...] = (
         Outcome.DEFERRED,
     ),
     Line("callback.forged", LEVELS[Outcome.FORGED], _FORGED, Outcome.FORGED),
+    Line("callback.crash_loop", LEVELS[Outcome.DEAD_LETTER], _CRASH, Outcome.DEAD_LETTER),
     Line("callback.delivery_limit", LEVELS[Outcome.DEAD_LETTER], _LIMIT, Outcome.DEAD_LETTER),
     Line(
         "callback.undecodable",

@@ -1,4 +1,5 @@
-"""Connection errors that waiting cannot fix: a refused login, an unknown vhost or database.
+"""Connection errors that waiting cannot fix: a refused login, an unknown vhost or database,
+a TLS certificate not trusted.
 
 A broker or Redis that is down (connection refused, reset, timed out) may come back, so
 start-up retries it for ``SINK_STARTUP_TIMEOUT_S``. A wrong password, a virtual host that
@@ -13,6 +14,8 @@ import sys
 
 from aiormq.exceptions import InvalidFrameError, ProbableAuthenticationError
 
+from callback_sink.sink.tls import refusal
+
 
 def permanent(exc: BaseException) -> str | None:
     """Why ``exc`` (or the error it wraps) will not go away by retrying; None when it may."""
@@ -23,7 +26,7 @@ def permanent(exc: BaseException) -> str | None:
         if (reason := _amqp(current) or _redis(current)) is not None:
             return reason
         current = current.__cause__ or current.__context__
-    return None
+    return refusal(exc)  # an untrusted certificate, a name mismatch: TLS settings to fix
 
 
 def _amqp(exc: BaseException) -> str | None:

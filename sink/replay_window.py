@@ -15,7 +15,12 @@ callbacks stamped in the 10 minutes before it.
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
+
+from callback_sink.sink.redis_client import SCHEMES
+
+if TYPE_CHECKING:
+    from callback_sink.sink.redis_client import Client
 
 #: Easemob's callback storage keeps failed callbacks in 10-minute buckets ("date keys").
 BUCKET_MS = 10 * 60 * 1000
@@ -39,18 +44,22 @@ def keys_admitting(prefix: str, appkey: str, timestamp_ms: int) -> tuple[str, st
 
 def is_shared(url: str) -> bool:
     """True when ``url`` (``SINK_DEDUP_URL``) is a Redis store other processes can see."""
-    return url.startswith(("redis://", "rediss://", "unix://"))
+    return url.startswith(SCHEMES)
 
 
 async def open_exemption(
-    client: aioredis.Redis, prefix: str, appkey: str, bucket_start_ms: int, ttl_s: float
+    client: Client, prefix: str, appkey: str, bucket_start_ms: int, ttl_s: float
 ) -> None:
     """Admit callbacks of ``appkey`` from the bucket starting at ``bucket_start_ms`` (and the
     10 minutes before it) for ``ttl_s`` seconds, however old they are."""
     await client.set(key(prefix, appkey, bucket_start_ms), b"1", px=max(1, int(ttl_s * 1000)))
 
 
-async def is_exempt(client: aioredis.Redis, prefix: str, appkey: str, timestamp_ms: int) -> bool:
-    """True while an exemption admits a callback of ``appkey`` stamped ``timestamp_ms``."""
-    values = await client.mget(list(keys_admitting(prefix, appkey, timestamp_ms)))
+async def is_exempt(client: Client, prefix: str, appkey: str, timestamp_ms: int) -> bool:
+    """True while an exemption admits a callback of ``appkey`` stamped ``timestamp_ms``
+    (two GETs in one pipeline: in a Redis Cluster the two keys may live on two nodes)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys_admitting(prefix, appkey, timestamp_ms):
+        pipe.get(key)
+    values = await pipe.execute()
     return any(value is not None for value in values)

@@ -2,8 +2,8 @@
 
 Every setting is declared once, on its field, with :func:`declare`: its default, its parser,
 its unit, its bounds, the process kinds that read it and a one-line help. ``load`` parses and
-bounds-checks the environment from it; ``--help``, ``callback-sink config``, the README table
-and ``docs/reference/settings.md`` are generated from it (:mod:`callback_sink.environment`),
+bounds-checks the environment from it; ``--help``, ``callback-sink config`` and
+``docs/reference/settings.md`` are generated from it (:mod:`callback_sink.environment`),
 so none of them can drift from the code.
 """
 

@@ -88,8 +88,8 @@ class Settings(more.ResilienceSettings, more.TlsSettings, more.InboxSettings):
     )  # fmt: skip
     dedup_url: str = declare(
         "memory://", secret=True, kinds=SERVICES | {"backfill"},
-        help="Where per-handler dedup marks live: memory:// (one worker process: a second "
-        "worker refuses to start) or redis://host:port/db (any number of workers).",
+        help="Dedup marks: memory:// (one worker process only), redis://host:port/db, "
+        "redis+sentinel://h1:26379,h2:26379/master/db, redis+cluster://h1:7000,h2:7001.",
     )  # fmt: skip
     dedup_ttl: float = declare(
         4 * DAY, parse=float, unit="s", above=True, low=0, high=365 * DAY, kinds=SERVICES,
@@ -314,7 +314,7 @@ class Settings(more.ResilienceSettings, more.TlsSettings, more.InboxSettings):
         ):
             raise ConfigError("SINK_AMQP_URL must start with amqp:// or amqps:// (each URL)")
         urls = [("SINK_AMQP_URL", url) for url in self.amqp_urls]
-        for var, url in (*urls, ("SINK_DEDUP_URL", self.dedup_url)):
+        for var, url in (*urls, ("SINK_DEDUP_URL", more.first_host(self.dedup_url))):
             try:
                 URL(url).port  # noqa: B018 -- parsing it is the check
             except ValueError as exc:

@@ -12,6 +12,11 @@ happens to it (tests/test_readme_examples.py):
 - ``toml``: parsed.
 - ``text``: not code (a diagram, a tree, sample output); nothing to run.
 
+MyST directives are fenced too: ``{code-block} LANG`` (and ``{code}``) is a block of LANG; an
+admonition (``{note}``, ``{warning}`` …) holds Markdown, whose own blocks are found inside it;
+any other directive (``{toctree}``, ``{include}``, ``{eval-rst}`` …) is structure, not an
+example (its language is the directive, ``{toctree}``).
+
 A block that cannot run here (it needs a Kubernetes cluster, or serves until stopped) is
 marked, on the line right before its fence, with ``<!-- example: skip REASON -->``: a reason
 is required, so that skipping stays a visible decision.
@@ -27,7 +32,22 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Languages whose blocks are run (or parsed); ``text`` blocks are prose.
 RUN = frozenset({"python", "sh", "console", "toml"})
 PROSE = frozenset({"text"})
-FENCE = re.compile(r"^```(\S*)\s*$")
+
+
+def is_directive(lang: str) -> bool:
+    """A MyST directive's block (``{toctree}``): structure of the site, not an example."""
+    return lang.startswith("{") and lang.endswith("}")
+
+
+FENCE = re.compile(r"^(`{3,}|~{3,})\s*(\S*)\s*(.*?)\s*$")
+#: Directives whose content is a code block in the language of their argument.
+CODE_DIRECTIVES = frozenset({"{code-block}", "{code}", "{sourcecode}"})
+#: Directives whose content is Markdown (its fenced blocks are examples like any other).
+CONTAINERS = frozenset({
+    "{note}", "{warning}", "{tip}", "{important}", "{caution}", "{attention}", "{danger}",
+    "{error}", "{hint}", "{seealso}", "{admonition}", "{versionadded}", "{versionchanged}",
+    "{deprecated}",
+})  # fmt: skip
 MARKER = re.compile(r"^<!--\s*example:\s*(\S+)\s*(.*?)\s*-->\s*$")
 #: The path comment that names the file a block is (``# myapp/callbacks.py``).
 PATH_COMMENT = re.compile(r"^#\s*(?:your\s+)?([\w./-]+\.(?:py|toml))\s*$")
@@ -56,8 +76,10 @@ class Block:
 
 
 def documents() -> list[Path]:
-    """README.md and every Markdown file under docs/."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """README.md and every Markdown file under docs/ (not the built site, docs/_build)."""
+    docs = ROOT / "docs"
+    pages = (p for p in docs.rglob("*.md") if "_build" not in p.relative_to(docs).parts)
+    return [ROOT / "README.md", *sorted(pages)]
 
 
 def blocks(path: Path) -> list[Block]:
@@ -65,25 +87,48 @@ def blocks(path: Path) -> list[Block]:
     document = str(path.relative_to(ROOT))
     lines = path.read_text(encoding="utf-8").split("\n")
     found: list[Block] = []
+    containers: list[str] = []  # the fences of the admonitions we are inside
     index = 0
     while index < len(lines):
         opening = FENCE.match(lines[index])
         if not opening:
             index += 1
             continue
+        fence, lang, argument = opening.groups()
+        if containers and not lang and _closes(lines[index], containers[-1]):
+            containers.pop()
+            index += 1
+            continue
+        if lang in CONTAINERS:
+            containers.append(fence)
+            index += 1
+            continue
+        options = lang in CODE_DIRECTIVES  # its first lines may be ``:option: value``
+        if options:
+            lang = argument.split()[0] if argument else ""
         start = index
         index += 1
-        while index < len(lines) and lines[index].rstrip() != "```":
+        while index < len(lines) and not _closes(lines[index], fence):
             index += 1
+        body = lines[start + 1 : index]
+        while options and body and body[0].startswith(":"):
+            body = body[1:]
         marker = MARKER.match(lines[start - 1]) if start > 0 else None
         found.append(
             Block(
-                document, start + 1, opening.group(1), "\n".join(lines[start + 1 : index]) + "\n",
+                document, start + 1, lang, "\n".join(body) + "\n",
                 marker.group(1) if marker else "", marker.group(2) if marker else "",
             )
         )  # fmt: skip
         index += 1
     return found
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Whether ``line`` closes a block opened by ``fence`` (the same character, at least as
+    many, nothing else)."""
+    stripped = line.strip()
+    return len(stripped) >= len(fence) and stripped == fence[0] * len(stripped)
 
 
 def every_block() -> list[Block]:

@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -166,3 +167,14 @@ def test_a_worker_with_an_out_of_range_setting_exits_2_before_connecting() -> No
     assert out.stderr.decode().splitlines() == [
         "callback-sink: configuration error: SINK_PREFETCH=70000: must be between 1 and 65535"
     ]
+
+
+def test_config_says_a_secret_came_from_its_file(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text("file-secret-one\nfile-secret-two\n")
+    out = cli("config", SINK_SECRETS_FILE=str(secrets))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    assert "file-secret" not in text
+    lines = {line.split()[0]: line for line in text.splitlines()}
+    assert lines["SINK_SECRETS"].endswith("*** (2 secrets)  [file]")

@@ -103,6 +103,37 @@ def test_a_callback_past_its_delivery_budget_is_dead_lettered_with_the_reason() 
     assert decision.dead_letter is not None and decision.dead_letter.reason == "delivery-limit"
 
 
+def test_a_callback_whose_lone_runs_killed_their_workers_is_dead_lettered_as_a_crash_loop() -> (
+    None
+):  # fmt: skip
+    looped = ran()
+    looped.crash_deaths, looped.pending = 2, ("a", "b")
+    decision = decide(looped, Delivery(attempt=1, deliveries=4), POLICY)
+    assert decision.republish is None
+    assert decision.dead_letter is not None
+    assert (decision.dead_letter.reason, decision.dead_letter.handlers) == (
+        "crash-loop",
+        ("a", "b"),
+    )
+
+
+def test_a_deferral_behind_a_live_holder_waits_no_longer_than_its_liveness_key() -> None:
+    busy = ran(HandlerResult(handler("a"), Result.BUSY))
+    busy.retry_after = 1.7
+    plan = decide(busy, Delivery(1, 15), POLICY).republish  # the backoff has grown to 30 s
+    assert plan is not None and plan.delay == 2  # the key's 1.7 s, on the delay ladder
+    busy.retry_after = None
+    grown = decide(busy, Delivery(1, 15), POLICY).republish
+    assert grown is not None and grown.delay == 30
+
+
+def test_a_deferred_copy_of_a_lone_delivery_stays_a_suspect() -> None:
+    busy = ran(HandlerResult(handler("a"), Result.BUSY))
+    assert not decide(busy, Delivery(), POLICY).republish.suspect  # type: ignore[union-attr]
+    busy.alone = True
+    assert decide(busy, Delivery(), POLICY).republish.suspect  # type: ignore[union-attr]
+
+
 def test_a_forged_callback_is_neither_retried_nor_dead_lettered() -> None:
     forged = ran()
     forged.forged_as = "muc:apply"

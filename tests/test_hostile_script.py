@@ -1,6 +1,6 @@
 """The reproduction script of the "Harden" issue passes end to end (real ingress and worker
 processes): forged replays refused, stalled connections closed with memory returned, a
-process-killing handler dead-lettered after the limit while the others are handled."""
+process-killing handler dead-lettered as a crash loop while the others are handled."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ async def test_the_allow_list_covers_the_whole_port_probes_and_metrics_included(
 ) -> None:
     # SINK_ALLOWED_NETWORKS guards the port, not only the callback paths: /readyz tells the
     # spool's depth and the broker's state, /metrics the traffic. Whoever probes or scrapes
-    # the ingress must be in it (README: Security).
+    # the ingress must be in it (docs/reference/security.md).
     networks = "SINK_ALLOWED_NETWORKS"
     outside = await serve(allowed_networks=Settings.from_env(
         {networks: "10.0.0.0/8"}).allowed_networks)  # fmt: skip

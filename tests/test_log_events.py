@@ -68,13 +68,17 @@ def test_an_event_without_an_entry_or_an_entry_without_an_event_is_a_problem() -
     assert any("describes thing.gone, which no code logs" in p for p in found)
 
 
-def test_the_readme_points_to_the_catalogue() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "docs/reference/log-events.md" in readme
+#: The operator's guide: it names the key events and points to the catalogue.
+OPERATE = ROOT / "docs" / "howto" / "operate.md"
 
 
-def test_the_readmes_key_events_are_logged() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("<!-- key log events", 1)[1].split("<!-- /key log events -->", 1)[0]
+def test_the_operators_guide_and_the_readme_point_to_the_catalogue() -> None:
+    assert "../reference/log-events.md" in OPERATE.read_text(encoding="utf-8")
+    assert "docs/reference/log-events.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_operators_guides_key_events_are_logged() -> None:
+    guide = OPERATE.read_text(encoding="utf-8")
+    table = guide.split("<!-- key log events", 1)[1].split("<!-- /key log events -->", 1)[0]
     named = [row.split("`")[1] for row in table.splitlines() if row.startswith("| `")]
     assert named and set(named) - {"event"} <= set(events(scan()))

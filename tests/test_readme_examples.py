@@ -1,11 +1,11 @@
 """Every example of the user documents runs (tests/doc_blocks.py says which and how).
 
-Python examples run next to ``myapp``, a stand-in for the application the README talks about
+Python examples run next to ``myapp``, a stand-in for the application the documents talk about
 (its CRM client and its store record what they are asked), with the emulator standing in for
 Easemob's REST API; then whatever an example defines is exercised through the testing kit:
 each handler gets one callback of an event it subscribes to and must succeed at once, the
 hooks run, each ``@presend`` function answers from its chain. Shell examples run in bash
-against a ``callback-sink run`` (or the emulator) of their own; the README's local
+against a ``callback-sink run`` (or the emulator) of their own; the documents' local
 addresses are mapped to theirs, and nothing they post may be refused.
 """
 
@@ -103,6 +103,8 @@ def crm_throttling(monkeypatch: pytest.MonkeyPatch) -> None:
 }
 #: The README's local addresses: the sink of `callback-sink run`, and the emulator.
 SINK_ADDRESS = "http://127.0.0.1:8080"
+#: The PostgreSQL of the machine (deploy/ensure-services.sh), for the inbox examples.
+INBOX_URL = "postgresql://postgres@127.0.0.1:5432/test"
 EMULATOR_ADDRESS = "http://127.0.0.1:8090"
 
 
@@ -121,6 +123,8 @@ def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SINK_DIRECTORY_URL", f"sqlite:///{tmp_path / 'directory.sqlite3'}")
+    # The database of the transactional handlers' examples (make test starts PostgreSQL).
+    monkeypatch.setenv("SINK_INBOX_URL", os.environ.get("SINK_TEST_INBOX_URL", INBOX_URL))
     yield tmp_path
     for name in [n for n in sys.modules if n == "myapp" or n.startswith(("myapp.", "readme_"))]:
         del sys.modules[name]
@@ -178,7 +182,9 @@ async def exercise(module: types.ModuleType) -> None:
     dead letter); the hooks run; each ``@presend`` function answers from its chain."""
     handlers = collect(module)
     if handlers:
-        async with SinkTester(module) as tester:
+        transactional = any(h.options.transactional for h in handlers)
+        inbox = {"inbox_url": os.environ["SINK_INBOX_URL"]} if transactional else {}
+        async with SinkTester(module, **inbox) as tester:
             for handler in handlers:
                 report = await tester.run(make_event(event_for(handler.subscriptions[0])))
                 steps = report.steps(handler.name)

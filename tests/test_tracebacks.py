@@ -142,6 +142,7 @@ async def test_at_warning_the_retry_and_the_dead_letter_lines_both_hold_the_help
     retry, final = worker.events("callback.handled")
     assert (retry["outcome"], retry["level"], retry["attempt"]) == ("retry", "warning", 1)
     assert (final["outcome"], final["level"], final["attempt"]) == ("dead_letter", "error", 2)
+    assert "dead_reason" not in retry and final["dead_reason"] == "attempts-exhausted"
     for line in (retry, final):
         assert line["call_id"] == "XXXX#XXXX_lookup"
         assert_traceback_of_the_helper(line)

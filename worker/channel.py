@@ -33,7 +33,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from aiormq.channel import EXCEPTION_MAPPING
 
-from callback_sink.sink import logs
+from callback_sink.sink import headers, logs
 from callback_sink.sink.metrics import WorkerMetrics
 from callback_sink.worker.gate import Gate
 
@@ -107,7 +107,10 @@ class ChannelWatch:
             del self._lost[next(iter(self._lost))]
 
     def suspect(self, message: AbstractIncomingMessage) -> bool:
-        """Redelivered for another reason than a close of this worker's channel."""
+        """Redelivered for another reason than a close of this worker's channel, or the
+        deferred copy of a suspect (``x-sink-suspect``: :mod:`~worker.crashloop`)."""
+        if (message.headers or {}).get(headers.SUSPECT):
+            return True
         if not message.redelivered:
             return False
         return self._lost.pop(identity(message), False) is False

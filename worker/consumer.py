@@ -40,14 +40,17 @@ from callback_sink.sink.events import decode
 from callback_sink.sink.metrics import WorkerMetrics
 from callback_sink.sink.permanent import permanent
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import amqp_context
 from callback_sink.sink.topology import Topology, declare
-from callback_sink.worker import single
+from callback_sink.worker import inbox, single
 from callback_sink.worker.channel import ChannelWatch
+from callback_sink.worker.crashloop import epoch_of
 from callback_sink.worker.decide import Policy, decide
 from callback_sink.worker.dedup import DedupStore
 from callback_sink.worker.gate import Gate
 from callback_sink.worker.leases import Leases
 from callback_sink.worker.link import BrokerLink
+from callback_sink.worker.liveness import Liveness
 from callback_sink.worker.ordered import Partitions
 from callback_sink.worker.ordered import in_place as in_place_run
 from callback_sink.worker.pipeline import DeliveryResult, Result, RunPolicy, dispatch
@@ -74,10 +77,12 @@ def run_policy_of(settings: Settings, registry: Registry, store: DedupStore) -> 
         for h in registry.handlers
         if h.options.concurrency is not None
     }
-    leases = Leases(store, settings.claim_lease)
+    leases = Leases(store, settings.claim_lease, Liveness.of(store, settings))
     return RunPolicy(
-        settings.handler_timeout, settings.dedup_ttl, leases, settings.max_deliveries, slots
-    )
+        settings.handler_timeout, settings.dedup_ttl, leases, settings.max_deliveries, slots,
+        crash_deaths=settings.crash_loop_deaths,
+        inbox=inbox.inbox_of(settings, registry),  # ConfigError: transactional, no SINK_INBOX_URL
+    )  # fmt: skip
 
 
 def replay_of(message: AbstractIncomingMessage) -> dict[str, Any]:
@@ -100,7 +105,7 @@ async def with_retries(what: str, attempt: Callable[[], Awaitable[T]], patience:
     while True:
         try:
             return await attempt()
-        except (TimeoutError, OSError, AMQPError, DedupUnavailable) as exc:
+        except (TimeoutError, OSError, AMQPError, DedupUnavailable, *inbox.RETRIED) as exc:
             if (reason := permanent(exc)) is not None:  # a setting to fix: waiting cannot help
                 raise StartupError(f"{what}: {reason} (not retried)") from None
             error = f"{type(exc).__name__}: {exc}"
@@ -130,7 +135,7 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.metrics.bind(h.name for h in registry.handlers)
         self.topology = Topology.of(settings)
-        self.link = BrokerLink()  # ``link.up``: connected, channels restored
+        self.link = BrokerLink(amqp_context(settings))  # ``link.up``: connected, restored
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queues: list[tuple[AbstractQueue, Callable[[AbstractIncomingMessage], Any]]] = []
@@ -166,6 +171,7 @@ class Worker:
             await with_retries(
                 "the dedup store (SINK_DEDUP_URL)", lambda: check_at_start(self.store), timeout
             )
+            await inbox.start_with(self._run_policy.inbox, with_retries, timeout)
             await self.registry.startup()
         except BaseException:
             await self._close()
@@ -256,6 +262,7 @@ class Worker:
 
     async def _close(self) -> None:
         await self._run_policy.leases.close()
+        await inbox.close(self._run_policy.inbox)
         if self._connection is not None:
             await self._connection.close()
         await self.registry.shutdown()
@@ -275,7 +282,7 @@ class Worker:
                     return
                 if self.channel_watch.suspect(message):
                     async with self._gate.alone():
-                        await self.handle(message, in_place)
+                        await self.handle(message, in_place, alone=True)
                 else:
                     ticket = await self._gate.enter()
                     try:
@@ -285,9 +292,12 @@ class Worker:
         finally:
             self._inflight.discard(task)
 
-    async def handle(self, message: AbstractIncomingMessage, in_place: bool = False) -> None:
+    async def handle(
+        self, message: AbstractIncomingMessage, in_place: bool = False, alone: bool = False
+    ) -> None:
         """decode → claim + dispatch → decide → settle, for one delivery. ``in_place``
-        (ordered mode): retries and waits happen here, holding the partition."""
+        (ordered mode): retries and waits happen here, holding the partition. ``alone``:
+        nothing else in flight (a suspect: :mod:`.crashloop`)."""
         settler = self._settler
         assert settler is not None
         try:
@@ -300,7 +310,7 @@ class Worker:
         async def run(settled: frozenset[str]) -> DeliveryResult:
             ran = await dispatch(
                 event, self.registry.for_event(event.name), self.store, self._run_policy,
-                settled=settled,
+                settled=settled, alone=alone, epoch=epoch_of(message.headers),
             )  # fmt: skip
             if ran.store_unavailable:
                 self._store_unreachable(ran)

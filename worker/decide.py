@@ -19,6 +19,9 @@ Two budgets, kept apart:
   counted, so a poison callback does not drag its innocent neighbours to the limit; the
   message still carries its total delivery count (``x-sink-deliveries``), which paces the
   deferrals' backoff.
+- *deaths* (``SINK_CRASH_LOOP_DEATHS``) count the deaths of a callback's lone runs
+  (:mod:`worker.crashloop`): at the limit it is dead-lettered as ``crash-loop``, long before
+  the delivery budget; that budget stays as the net for deaths nobody can pin on one callback.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from callback_sink.worker.pipeline import DeliveryResult, HandlerResult, Result
 DEFER_DELAY = 1.0
 DEFER_GROWTH = 1.5
 DEFER_DELAY_CAP = 30.0
+#: A deferral waiting for a live holder's liveness key to lapse (:mod:`.crashloop`) waits at
+#: least this long: a key about to lapse is not asked about again at once.
+DEFER_DELAY_MIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,11 @@ class DeadLetterPlan:
     """The dead letter a settlement publishes (the dead copy itself is built by the
     settler; :class:`~worker.dlq.DeadLetter` is one read back from the queue)."""
 
-    #: ``permanent``, ``attempts-exhausted`` or ``delivery-limit``.
+    #: ``permanent``, ``attempts-exhausted``, ``delivery-limit`` or ``crash-loop``.
     reason: str
     #: The handlers this dead letter is for; a replay runs only these.
     handlers: tuple[str, ...]
-    #: The failures that killed it (empty for ``delivery-limit``).
+    #: The failures that killed it (empty for ``delivery-limit`` and ``crash-loop``).
     failures: tuple[HandlerResult, ...] = ()
 
 
@@ -78,6 +84,8 @@ class Republish:
     #: The handlers that copy must still run (the rest are settled for it).
     handlers: tuple[str, ...]
     failures: tuple[HandlerResult, ...] = ()
+    #: A deferred copy of a delivery that ran alone: it comes back alone (``x-sink-suspect``).
+    suspect: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,10 @@ _OUTCOMES = {
     Result.LEASE_LOST: Outcome.DUPLICATE,
     Result.BUSY: Outcome.DEFERRED,
     Result.UNAVAILABLE: Outcome.DEFERRED,
+    Result.INBOX_UNAVAILABLE: Outcome.DEFERRED,
 }
+#: Not run (or rolled back) for want of a claim or a database: back later, same attempt.
+WAITING = (Result.BUSY, Result.UNAVAILABLE, Result.INBOX_UNAVAILABLE)
 
 
 def decide(ran: DeliveryResult, delivery: Delivery, policy: Policy) -> Settlement:
@@ -121,9 +132,11 @@ def decide(ran: DeliveryResult, delivery: Delivery, policy: Policy) -> Settlemen
         return Settlement(forged_as=ran.forged_as)
     if ran.over_budget:
         return Settlement(dead_letter=DeadLetterPlan("delivery-limit", ran.pending))
+    if ran.crash_deaths:
+        return Settlement(dead_letter=DeadLetterPlan("crash-loop", ran.pending))
     given_up = [f for f in ran.failures if _gives_up(f, delivery.attempt, policy)]
     retrying = [f for f in ran.failures if f not in given_up]
-    waiting = [r for r in ran.results if r.result in (Result.BUSY, Result.UNAVAILABLE)]
+    waiting = [r for r in ran.results if r.result in WAITING]
     dead = None
     if given_up:
         permanent = any(_permanent(f) for f in given_up)
@@ -136,8 +149,12 @@ def decide(ran: DeliveryResult, delivery: Delivery, policy: Policy) -> Settlemen
         republish = Republish(Outcome.RETRY, delay, delivery.attempt + 1, handlers, tuple(retrying))
     elif waiting:
         grown = min(DEFER_DELAY * DEFER_GROWTH ** (delivery.deliveries - 1), DEFER_DELAY_CAP)
+        if ran.retry_after is not None:  # a holder that may be dead is known so by then
+            grown = min(grown, max(ran.retry_after, DEFER_DELAY_MIN))
         delay = delay_step(grown)
-        republish = Republish(Outcome.DEFERRED, delay, delivery.attempt, _names(waiting))
+        republish = Republish(
+            Outcome.DEFERRED, delay, delivery.attempt, _names(waiting), suspect=ran.alone
+        )
     return Settlement(dead_letter=dead, republish=republish)
 
 

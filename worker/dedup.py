@@ -18,15 +18,25 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from callback_sink.worker import crashloop
+from callback_sink.worker.crashloop import Reckoning
+
+if TYPE_CHECKING:
+    from callback_sink.worker.replica_wait import ReplicaWait
 
 DONE = "done"
 #: The slot under which a callId's first kind is kept (no handler has this name).
 KIND_SLOT = "\x00kind"
 #: The slot counting the deliveries of a callback that started handlers.
 RUNS_SLOT = "\x00runs"
+#: The slot of a callback's crash record (:mod:`~worker.crashloop`), and of a worker's
+#: liveness key (:mod:`~worker.liveness`).
+CRASH_SLOT = "\x00crash"
+LIVE_SLOT = "\x00live"
 #: The memory store sweeps expired marks after this many writes.
 SWEEP_EVERY = 1024
 
@@ -41,6 +51,11 @@ class State(enum.Enum):
 class Claim:
     state: State
     token: str = ""
+    #: Where the store keeps this claim's marks when that is not derived from the dedup key
+    #: alone (a Redis Cluster hash tag: the callId); settling the claim goes there too.
+    tag: str = ""
+    #: Of a BUSY claim: the token that holds it (its worker is :func:`crashloop.worker_of` it).
+    holder: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,12 @@ class ClaimRequest:
     bind_ttl: float
     #: Deliveries that may start handlers (``SINK_MAX_DELIVERIES``).
     max_runs: int
+    #: The worker asking (:mod:`~worker.liveness`): its tokens start with ``owner.``.
+    owner: str = ""
+    #: Tokens whose worker is gone (its liveness key lapsed): their marks count as free.
+    dead: frozenset[str] = frozenset()
+    #: False when an earlier claim of this very delivery counted its run already.
+    count_run: bool = True
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,11 @@ class Claims:
     bound_kind: str
     claims: tuple[Claim, ...] = ()
     runs: int = 0
+    #: Set by :func:`worker.crashloop.claim`: deaths of this callback's lone runs so far,
+    #: the mark of this delivery's lone run, and when a busy claim's holder may be known dead.
+    deaths: int = 0
+    mark: str = ""
+    retry_after: float | None = None
 
     def over_budget(self, max_runs: int) -> bool:
         return self.runs > max_runs
@@ -104,6 +130,24 @@ class DedupStore(Protocol):
 
     async def release(self, key: str, handler: str, claim: Claim) -> None:
         """Give the claim back after a failure so that a retry can claim it again."""
+
+    async def alive(self, worker: str, ttl: float) -> None:
+        """(Re)set ``worker``'s liveness key for ``ttl`` seconds (:mod:`~worker.liveness`)."""
+
+    async def gone(self, worker: str) -> None:
+        """Remove ``worker``'s liveness key: it stops, and holds nothing any more."""
+
+    async def live(self, workers: Sequence[str]) -> list[float]:
+        """Seconds each worker's liveness key has left; 0 when it is gone. One command per
+        key, never a script: another worker's key is not one of a callback's keys."""
+
+    async def reckon(
+        self, ask: ClaimRequest, mark: str, epoch: str, judged: str, dead: bool
+    ) -> Reckoning:
+        """Atomically apply :func:`worker.crashloop.reckon` to the callback's crash record."""
+
+    async def alone_ended(self, ask: ClaimRequest, mark: str) -> None:
+        """Atomically apply :func:`worker.crashloop.ended` to the callback's crash record."""
 
     async def ping(self) -> None:
         """Raise :class:`DedupUnavailable` when the store cannot be reached."""
@@ -171,19 +215,20 @@ class MemoryStore:
         if bound != ask.kind:
             return Claims(bound)
         states = [self._live((ask.key, h)) for h in ask.handlers]
+        states = [None if value in ask.dead else value for value in states]
         runs = int(self._live((ask.key, RUNS_SLOT)) or 0)
-        if any(value is None for value in states):
+        if any(value is None for value in states) and ask.count_run:
             runs += 1
             if runs > ask.max_runs:
                 return Claims(bound, (), runs)
             self._set((ask.key, RUNS_SLOT), str(runs), ask.bind_ttl)
-        token = uuid.uuid4().hex
+        token = new_token(ask.owner)
         claims = []
         for handler, value in zip(ask.handlers, states, strict=True):
             if value == DONE:
                 claims.append(Claim(State.DONE))
             elif value is not None:
-                claims.append(Claim(State.BUSY))
+                claims.append(Claim(State.BUSY, holder=value))
             else:
                 self._set((ask.key, handler), token, ask.lease)
                 claims.append(Claim(State.CLAIMED, token))
@@ -211,6 +256,34 @@ class MemoryStore:
         if self._live((key, handler)) == claim.token:
             del self._marks[(key, handler)]
 
+    async def alive(self, worker: str, ttl: float) -> None:
+        self._set((worker, LIVE_SLOT), "1", ttl)
+
+    async def gone(self, worker: str) -> None:
+        self._marks.pop((worker, LIVE_SLOT), None)
+
+    async def live(self, workers: Sequence[str]) -> list[float]:
+        now = time.monotonic()
+        found = [self._marks.get((w, LIVE_SLOT), ("", now)) for w in workers]
+        return [max(0.0, expires - now) for _, expires in found]
+
+    async def reckon(
+        self, ask: ClaimRequest, mark: str, epoch: str, judged: str, dead: bool
+    ) -> Reckoning:
+        record, answer = crashloop.reckon(self._record(ask.key), mark, epoch, judged, dead)
+        if not answer.judge:
+            self._set((ask.key, CRASH_SLOT), _packed(record), ask.bind_ttl)
+        return answer
+
+    async def alone_ended(self, ask: ClaimRequest, mark: str) -> None:
+        record = self._record(ask.key)
+        if record.alone == mark:
+            self._set((ask.key, CRASH_SLOT), _packed(crashloop.ended(record, mark)), ask.bind_ttl)
+
+    def _record(self, key: str) -> crashloop.Record:
+        alone, deaths, epoch = (self._live((key, CRASH_SLOT)) or "\x1f0\x1f").split("\x1f")
+        return crashloop.Record(alone, int(deaths), epoch)
+
     async def ping(self) -> None:
         return None
 
@@ -218,12 +291,24 @@ class MemoryStore:
         self._marks.clear()
 
 
-def open_store(url: str, prefix: str) -> DedupStore:
-    """The store named by ``SINK_DEDUP_URL``."""
+def new_token(owner: str) -> str:
+    """A claim's token: the fence of its marks, led by its worker's id (who holds it?)."""
+    return f"{owner}.{uuid.uuid4().hex}" if owner else uuid.uuid4().hex
+
+
+def _packed(record: crashloop.Record) -> str:
+    return f"{record.alone}\x1f{record.deaths}\x1f{record.epoch}"
+
+
+def open_store(
+    url: str, prefix: str, wait: ReplicaWait | None = None, tls: Mapping[str, Any] | None = None
+) -> DedupStore:
+    """The store named by ``SINK_DEDUP_URL``; ``wait``: ``SINK_DEDUP_WAIT``, ``tls``: the
+    client's TLS options (:func:`callback_sink.sink.tls.redis_tls_kwargs`) (Redis only)."""
     if url.startswith("memory://"):
         return MemoryStore()
     from callback_sink.worker.redis_store import (
         RedisStore,  # only workers that use Redis load its client
     )
 
-    return RedisStore(url, prefix)
+    return RedisStore(url, prefix, wait, tls)

@@ -28,6 +28,7 @@ from callback_sink.sink import logs
 from callback_sink.sink.amqp import connect_first
 from callback_sink.sink.metrics import QueueMetrics
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import amqp_context
 from callback_sink.sink.topology import Topology, delay_steps_ms
 
 log = logs.get("worker")
@@ -60,7 +61,9 @@ class QueueDepths:
     async def poll(self) -> dict[str, int]:
         """Read every depth once and set the gauges; returns them by ``queue`` label."""
         if self._connection is None or self._connection.is_closed:
-            self._connection = await connect_first(self.settings.amqp_urls, per_node=5)
+            self._connection = await connect_first(
+                self.settings.amqp_urls, per_node=5, ssl_context=amqp_context(self.settings)
+            )
         connection = self._connection
         channel = await connection.channel()
         try:

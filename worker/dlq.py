@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -143,8 +144,10 @@ class DeadLetters:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, amqp_url: str, topology: Topology) -> AsyncIterator[DeadLetters]:
-        connection = await connect_first(csv(amqp_url))
+    async def open(
+        cls, amqp_url: str, topology: Topology, ssl_context: ssl.SSLContext | None = None
+    ) -> AsyncIterator[DeadLetters]:
+        connection = await connect_first(csv(amqp_url), ssl_context=ssl_context)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             queue = await _existing(channel, topology.dead_queue, "dead-letter queue")

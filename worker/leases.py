@@ -8,10 +8,12 @@ still in flight, so a slow store delays them but does not space them further apa
 
 What the worker can prove: a lease asked for at ``t`` (a claim or a renewal the store granted)
 lives at least until ``t + lease`` on our clock, wherever in the round trip the store set it.
-:meth:`Leases.fresh` answers whether that still leaves a round trip of margin (what the done
-mark needs to land); a handler is not started without it. A renewal whose round trip takes
-more than :data:`LATE_FRACTION` of the lease is late (``dedup.renew_late``): the worker takes
-no new work (:meth:`Leases.timely`) until a round trip is short again (``dedup.renew_timely``).
+:meth:`Leases.fresh` answers whether that, and the worker's liveness key
+(:mod:`~worker.liveness`: past it another worker takes the claim over), still leave a round
+trip of margin (what the done mark needs to land); a handler is not started without it. A
+renewal whose round trip takes more than :data:`LATE_FRACTION` of the lease is late
+(``dedup.renew_late``): the worker takes no new work (:meth:`Leases.timely`) until a round
+trip is short again (``dedup.renew_timely``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from callback_sink.sink import logs
 from callback_sink.sink.errors import DedupUnavailable
 from callback_sink.worker.dedup import Claim, DedupStore
+from callback_sink.worker.liveness import Liveness
 
 log = logs.get("worker")
 
@@ -39,9 +42,11 @@ RTT_WINDOW = 5
 
 
 class Leases:
-    def __init__(self, store: DedupStore, lease: float) -> None:
+    def __init__(self, store: DedupStore, lease: float, liveness: Liveness | None = None) -> None:
         self.store = store
         self.lease = lease
+        #: The worker's liveness key: a claim is ours only while that lives too.
+        self.liveness = liveness or Liveness.off(store)
         self._held: dict[tuple[str, str], Claim] = {}
         #: Until when (``time.monotonic()``) each held claim is known to be ours.
         self._until: dict[tuple[str, str], float] = {}
@@ -84,7 +89,10 @@ class Leases:
     def fresh(self, key: str, handler: str) -> bool:
         """The claim is ours for at least one more round trip (its done mark can land)."""
         until = self._until.get((key, handler))
-        return until is not None and until - time.monotonic() > self.rtt
+        if until is None:
+            return False
+        left = min(until - time.monotonic(), self.liveness.remaining())
+        return left > self.rtt
 
     def drop(self, key: str, handler: str) -> None:
         self._held.pop((key, handler), None)
@@ -132,6 +140,7 @@ class Leases:
             self.observe(time.monotonic() - asked_at)
 
     async def close(self) -> None:
+        await self.liveness.close()
         self._held.clear()
         self._until.clear()
         self._timely.set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,9 +34,11 @@ def connection_name() -> str:
 class BrokerLink:
     """Connects a worker to the broker and tracks whether the connection is up and restored."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         #: True while the connection is open and its channels restored.
         self.up = False
+        #: Of ``amqps://`` URLs (:func:`callback_sink.sink.tls.amqp_context`).
+        self.ssl_context = ssl_context
 
     async def connect(self, urls: Sequence[str]) -> ClusterConnection:
         """A robust connection to the first of ``urls`` that answers, watched from now on."""
@@ -44,6 +47,7 @@ class BrokerLink:
             per_node=5,
             reconnect_interval=RECONNECT_INTERVAL,
             client_properties={"connection_name": connection_name()},
+            ssl_context=self.ssl_context,
         )
         connection.close_callbacks.add(self._lost)
         connection.reconnect_callbacks.add(self._restored)

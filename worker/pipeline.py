@@ -18,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from callback_sink.handlers.registry import Handler
+from callback_sink.handlers.transactional import Inbox
 from callback_sink.sink import logs
-from callback_sink.sink.errors import DedupUnavailable
+from callback_sink.sink.errors import DedupUnavailable, InboxDuplicate, InboxUnavailable
 from callback_sink.sink.events import Event
+from callback_sink.worker import crashloop, inbox
 from callback_sink.worker.dedup import Claim, ClaimRequest, DedupStore, State
 from callback_sink.worker.leases import Leases
 
@@ -43,6 +45,8 @@ class Result(enum.Enum):
     #: done mark was refused, and the handler ran twice (``dedup.lease_lost``).
     LEASE_LOST = "lease_lost"
     UNAVAILABLE = "unavailable"  # the dedup store could not be reached: not run
+    #: A transactional handler's PostgreSQL was away: nothing committed (:mod:`worker.inbox`).
+    INBOX_UNAVAILABLE = "inbox_unavailable"
 
 
 @dataclass
@@ -69,6 +73,12 @@ class DeliveryResult:
     #: The handlers this delivery was to run (subscribed, not settled before); when it is
     #: forged or over budget, those that did not run because of it.
     pending: tuple[str, ...] = ()
+    #: Ran with nothing else in flight (a suspect): a death now is its own (:mod:`.crashloop`).
+    alone: bool = False
+    #: Deaths of its lone runs when that reached ``SINK_CRASH_LOOP_DEATHS``: nothing ran.
+    crash_deaths: int = 0
+    #: Seconds until a busy handler's holder, if dead, is known so: defer no longer.
+    retry_after: float | None = None
 
     @property
     def settled(self) -> frozenset[str]:
@@ -101,6 +111,10 @@ class RunPolicy:
     #: Deliveries that may start handlers (``SINK_MAX_DELIVERIES``), crashes included.
     max_runs: int = 20
     slots: Mapping[str, asyncio.Semaphore] = field(default_factory=dict)
+    #: Deaths of lone runs before a callback is dead-lettered (``SINK_CRASH_LOOP_DEATHS``).
+    crash_deaths: int = 0
+    #: Where ``@on(transactional=True)`` handlers run (``SINK_INBOX_URL``; :mod:`worker.inbox`).
+    inbox: Inbox | None = None
 
     def timeout_of(self, handler: Handler) -> float:
         return handler.options.timeout or self.handler_timeout
@@ -113,26 +127,30 @@ async def dispatch(
     policy: RunPolicy,
     *,
     settled: frozenset[str] = frozenset(),
+    alone: bool = False,
+    epoch: str = "",
 ) -> DeliveryResult:
     """Claim and run every subscribed handler not already ``settled``, one after another.
 
     ``settled`` names the handlers an earlier delivery of this very message saw done (or
     that another copy of it owns); this delivery skips them outright. When the dedup store
     cannot be reached nothing runs (without a claim it may not): every handler is reported
-    ``UNAVAILABLE`` and the message, carrying what did run, comes back later.
+    ``UNAVAILABLE`` and the message, carrying what did run, comes back later. ``alone``: no
+    other delivery is in flight (a suspect, :mod:`~worker.crashloop`); ``epoch``: the replay
+    stamp its deaths are counted under.
     """
     pending = [h for h in handlers if h.name not in settled]
-    ran = DeliveryResult(event, settled, pending=tuple(h.name for h in pending))
+    ran = DeliveryResult(event, settled, pending=tuple(h.name for h in pending), alone=alone)
     leases, key = policy.leases, event.dedup_key
     await leases.timely()  # a slow store: take no new work until its round trips are short
     asked_at = time.monotonic()
+    ask = ClaimRequest(
+        event.dedup_key, event.call_id, event.kind, [h.name for h in pending],
+        policy.leases.lease, policy.done_ttl, policy.max_runs, leases.liveness.worker,
+    )  # fmt: skip
     try:
-        found = await store.claim_all(
-            ClaimRequest(
-                event.dedup_key, event.call_id, event.kind, [h.name for h in pending],
-                policy.leases.lease, policy.done_ttl, policy.max_runs,
-            )
-        )  # fmt: skip
+        await leases.liveness.ensure()
+        found = await crashloop.claim(store, ask, alone=alone, epoch=epoch)
     except DedupUnavailable as exc:
         ran.results = [HandlerResult(h, Result.UNAVAILABLE, error=exc) for h in pending]
         return ran
@@ -144,9 +162,18 @@ async def dispatch(
     if found.over_budget(policy.max_runs):
         ran.over_budget = True
         return ran
+    ran.retry_after = found.retry_after
     held = {h.name: c for h, c in zip(pending, found.claims, strict=True) if c.token}
+    if crashloop.crash_loop(found.deaths, policy.crash_deaths):
+        ran.crash_deaths = found.deaths  # dead-lettered: nothing runs, every claim goes back
+        for name, claim in held.items():
+            await _release_quietly(store, event, name, claim)
+        with contextlib.suppress(DedupUnavailable):
+            await store.alone_ended(ask, found.mark)
+        return ran
     for name, claim in held.items():
         leases.hold(key, name, claim, asked_at)
+    dying = False
     try:
         for handler, claim in zip(pending, found.claims, strict=True):
             if claim.state is State.DONE:
@@ -163,6 +190,9 @@ async def dispatch(
                 held.pop(handler.name, None)
                 leases.drop(key, handler.name)
                 ran.results.append(result)
+    except BaseException as exc:
+        dying = not isinstance(exc, Exception | asyncio.CancelledError)  # SystemExit: a death
+        raise
     finally:
         # Whatever stopped us early (shutdown, SystemExit from a handler), the claims not run
         # must not wait out their lease before another worker may take them.
@@ -170,6 +200,9 @@ async def dispatch(
             held.pop(name)
             leases.drop(key, name)
             await _release_quietly(store, event, name, claim)
+        if found.mark and not dying:
+            with contextlib.suppress(DedupUnavailable):  # left behind: judged alive later
+                await store.alone_ended(ask, found.mark)
     return ran
 
 
@@ -179,9 +212,15 @@ async def _run_one(
     limit = policy.timeout_of(handler)
     slot = policy.slots.get(handler.name)
     started = time.perf_counter()
+    result, found = Result.OK, None
     try:
         async with slot or _UNLIMITED, asyncio.timeout(limit):
-            await handler.func(event)
+            await inbox.call(handler, event, policy.inbox)
+    except InboxDuplicate as exc:
+        result, found = Result.DUPLICATE, exc  # committed before: mark it done here too
+    except InboxUnavailable as exc:
+        await _release_quietly(store, event, handler.name, claim)
+        return HandlerResult(handler, Result.INBOX_UNAVAILABLE, _ms(started), exc)
     except asyncio.CancelledError as exc:
         await _release_quietly(store, event, handler.name, claim)
         task = asyncio.current_task()
@@ -207,7 +246,7 @@ async def _run_one(
         log.error("dedup.lease_lost", call_id=event.call_id, handler=handler.name,
                   lease_s=policy.leases.lease, rtt_s=round(policy.leases.rtt, 3))  # fmt: skip
         return HandlerResult(handler, Result.LEASE_LOST, _ms(started))
-    return HandlerResult(handler, Result.OK, _ms(started))
+    return HandlerResult(handler, result, _ms(started), found)
 
 
 class _Unlimited:

@@ -21,10 +21,11 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from callback_sink.sink import headers, logs
-from callback_sink.sink.errors import DecodeError
+from callback_sink.sink.errors import DecodeError, InboxDuplicate
 from callback_sink.sink.metrics import WorkerMetrics
 from callback_sink.sink.outcomes import LEVELS, Outcome
 from callback_sink.sink.topology import Topology, declare_delay
+from callback_sink.worker.acks import Acks
 from callback_sink.worker.decide import Delivery, Republish, Settlement
 from callback_sink.worker.pipeline import DeliveryResult, HandlerResult, Result
 
@@ -55,6 +56,8 @@ class Settler:
         #: ``SINK_LOG_ACCEPTED``: False keeps the ``ok`` and ``duplicate`` lines out.
         self._log_ok = log_ok
         self._delay_queues: set[int] = set()
+        #: Acks of one tick go out as one ``basic.ack multiple=True`` (:mod:`worker.acks`).
+        self._acks = Acks()
 
     async def settle(
         self,
@@ -68,7 +71,7 @@ class Settler:
             await self.interim(message, ran, delivery, decision)
             if decision.republish is not None:
                 await self._republish(message, ran, delivery, decision.republish, decision)
-            await message.ack()
+            await self._acks.ack(message)
         except Exception as exc:
             log.warning("callback.settle_failed", error_type=type(exc).__name__, error=_text(exc),
                         exc_info=exc)  # fmt: skip
@@ -93,6 +96,7 @@ class Settler:
         channel died, the broker redelivers it anyway."""
         with contextlib.suppress(*CHANNEL_ERRORS):
             await message.nack(requeue=True)
+        self._acks.settled(message)
 
     async def undecodable(self, message: AbstractIncomingMessage, error: DecodeError) -> None:
         """A message that is not a callback: dead-letter it at once, never requeue it."""
@@ -105,9 +109,11 @@ class Settler:
         except CHANNEL_ERRORS:
             with contextlib.suppress(*CHANNEL_ERRORS):
                 await message.reject(requeue=False)  # the work queue's own dead-letter route
+            self._acks.settled(message)
             return
         with contextlib.suppress(*CHANNEL_ERRORS):
             await message.ack()
+        self._acks.settled(message)
 
     async def _dead_letter(
         self,
@@ -147,6 +153,8 @@ class Settler:
             headers.ATTEMPT: plan.attempt,
             headers.DELIVERIES: delivery.deliveries,
         }
+        if plan.suspect or headers.SUSPECT in (message.headers or {}):
+            extra[headers.SUSPECT] = int(plan.suspect)  # a retry copy is no suspect any more
         delay_ms = max(1, int(plan.delay * 1000))
         if delay_ms not in self._delay_queues:
             await declare_delay(self._channel, self._topology, delay_ms)
@@ -186,7 +194,8 @@ def log_outcome(
     ``retry`` at warning and ``dead_letter`` at error (both with the traceback); ``deferred``
     is its own ``callback.deferred`` line at debug (the handler's ``callback.handled`` line
     comes when it runs). A forgery is one ``callback.forged`` warning, a crash loop one
-    ``callback.delivery_limit`` error. Each is counted in ``metrics`` under the same name.
+    ``callback.crash_loop`` error (``callback.delivery_limit`` at ``SINK_MAX_DELIVERIES``).
+    Each is counted in ``metrics`` under the same name.
     ``log_ok`` False (``SINK_LOG_ACCEPTED=false``): no line for ``ok`` and ``duplicate``, which
     are still counted."""
     metrics = metrics or _uncounted()
@@ -199,6 +208,11 @@ def log_outcome(
             metrics.handled(name, Outcome.FORGED)
         return
     dead = decision.dead_letter
+    if dead is not None and dead.reason == "crash-loop":
+        _log(Outcome.DEAD_LETTER, "callback.crash_loop", **about, deaths=ran.crash_deaths,
+             handlers=list(dead.handlers))  # fmt: skip
+        for name in dead.handlers:
+            metrics.handled(name, Outcome.DEAD_LETTER)
     if dead is not None and dead.reason == "delivery-limit":
         _log(Outcome.DEAD_LETTER, "callback.delivery_limit", **about,
              deliveries=delivery.deliveries, handlers=list(dead.handlers))  # fmt: skip
@@ -215,6 +229,10 @@ def log_outcome(
         if r.result is Result.FAILED and r.error is not None:
             fields = {"error_type": type(r.error).__name__, "error": _text(r.error),
                       "exc_info": r.error}  # fmt: skip
+        elif isinstance(r.error, InboxDuplicate):  # its transaction's inbox row said so
+            fields = {"found_by": "inbox"}
+        if outcome is Outcome.DEAD_LETTER and dead is not None:  # why, as x-sink-dead-reason
+            fields["dead_reason"] = dead.reason
         if r.result is not Result.DUPLICATE:
             metrics.ran(r.handler.name, r.duration_ms / 1000)
         if not log_ok and outcome in (Outcome.OK, Outcome.DUPLICATE):

@@ -7,9 +7,14 @@ captured callback replayed as another kind would run as that kind (its kind bind
 With ``noeviction`` a full Redis refuses writes instead, which the worker notices. Where
 ``CONFIG`` is refused (a managed Redis that renames or forbids it) the policy cannot be
 read: ``dedup.eviction_unknown`` warns and the worker starts. Check the provider's setting.
+Behind Sentinel the policy read is the current primary's (set the same on every server: a
+replica promoted later brings its own); in a Redis Cluster every primary is asked and the
+first that may evict decides.
 
 **While running** (:class:`StoreHealth`) a delivery that finds the store away (unreachable,
-or refusing writes: OOM at ``maxmemory``) pauses consuming until a probe write succeeds.
+or refusing writes: OOM at ``maxmemory``) pauses consuming until a probe write succeeds (in a
+Cluster: one write to every primary, so a primary that died pauses the worker until its
+replica took over; behind Sentinel: to the primary the sentinels name now).
 ``/readyz`` is 503 meanwhile, since the worker does not consume and the probe, a write,
 fails. The log says each change of state once (``dedup.unavailable``, ``dedup.recovered``)
 and, while the store stays away, ``dedup.still_unavailable`` every :data:`SUMMARY_EVERY`

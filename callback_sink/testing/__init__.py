@@ -20,6 +20,8 @@
 - :class:`RunningSink`: a real ingress and worker on the local RabbitMQ for an end-to-end test.
 - :func:`run_presend`: the answer the ingress would give a pre-send callback
   (:func:`make_presend_event`), through the real ``@presend`` chain, budget and default.
+- :data:`Transaction`: what an ``@on(..., transactional=True)`` handler receives; a tester
+  given ``inbox_url=`` (a real PostgreSQL) runs such handlers in real transactions.
 - :func:`registry_of`: the handlers a worker would load (``registry_of()``: the installed
   entry points, as a worker without ``SINK_HANDLERS``).
 
@@ -30,6 +32,7 @@ With the sink installed, pytest has the fixtures ``sink_tester``, ``make_event``
 
 from collections.abc import Awaitable, Callable
 
+from callback_sink.handlers.transactional import Transaction
 from callback_sink.sink.outcomes import Outcome
 from callback_sink.testing.e2e import BrokerUnreachable, RunningSink
 from callback_sink.testing.events import make_body, make_event, sign_event
@@ -49,6 +52,6 @@ SinkFactory = Callable[..., Awaitable[RunningSink]]
 
 __all__ = [
     "BrokerUnreachable", "CallbackReport", "Outcome", "Report", "RunningSink", "SinkFactory",
-    "SinkTester", "Step", "TesterFactory", "make_body", "make_event", "make_presend_body",
-    "make_presend_event", "registry_of", "run_presend", "sign_event",
+    "SinkTester", "Step", "TesterFactory", "Transaction", "make_body", "make_event",
+    "make_presend_body", "make_presend_event", "registry_of", "run_presend", "sign_event",
 ]  # fmt: skip

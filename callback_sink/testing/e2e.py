@@ -25,9 +25,9 @@ from yarl import URL
 from callback_sink.handlers.registry import Handler, HandlerFunc, Registry
 from callback_sink.service import run_ingress
 from callback_sink.sink.amqp import connect_first
-from callback_sink.sink.config import csv
 from callback_sink.sink.events import Event, decode
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import amqp_context
 from callback_sink.sink.topology import Topology, delay_steps_ms, delete
 from callback_sink.testing.events import make_body, sign_event
 from callback_sink.testing.ports import free_port
@@ -66,7 +66,7 @@ class RunningSink:
         ``overrides`` replace settings (``retry_delays=(0.2,)``, ``max_attempts=2`` …).
         Raises :class:`BrokerUnreachable` at once when RabbitMQ does not answer."""
         base = Settings.from_env()
-        await _check_broker(base.amqp_url)
+        await _check_broker(base)
         defaults: dict[str, Any] = {
             "topology_prefix": f"sink-e2e-{uuid.uuid4().hex[:12]}",
             "host": "127.0.0.1",
@@ -181,11 +181,13 @@ class RunningSink:
         shutil.rmtree(self.settings.spool_dir, ignore_errors=True)
 
 
-async def _check_broker(url: str) -> None:
+async def _check_broker(settings: Settings) -> None:
     try:
-        connection = await connect_first(csv(url), per_node=5)
+        connection = await connect_first(
+            settings.amqp_urls, per_node=5, ssl_context=amqp_context(settings)
+        )
     except Exception as exc:
-        where = URL(url)
+        where = URL(settings.amqp_urls[0])
         raise BrokerUnreachable(
             f"RabbitMQ is not reachable at {where.host}:{where.port} (SINK_AMQP_URL): "
             f"{type(exc).__name__}: {exc}; the end-to-end fixture needs a running broker"
@@ -196,7 +198,9 @@ async def _check_broker(url: str) -> None:
 async def _delete_topology(settings: Settings) -> None:
     delays = delay_steps_ms(settings.retry_delays)
     with contextlib.suppress(AMQPError, OSError):
-        connection = await connect_first(settings.amqp_urls, per_node=5)
+        connection = await connect_first(
+            settings.amqp_urls, per_node=5, ssl_context=amqp_context(settings)
+        )
         try:
             await delete(await connection.channel(), Topology.of(settings), delays)
         finally:

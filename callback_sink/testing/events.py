@@ -71,7 +71,7 @@ def _examples() -> dict[str, dict[str, Any]]:
 def _shape(name: str) -> dict[str, Any]:
     """A document of event ``name``: its own spec example, else a sibling's, adjusted."""
     if not names.is_subscribable(name) or name == names.ALL or name in names.FAMILIES:
-        raise ValueError(f"make_event({name!r}): not an event name (see README: Event names)")
+        raise ValueError(f"make_event({name!r}): not an event name (see docs/reference/events.md)")
     examples = _examples()
     if name in examples:
         return copy.deepcopy(examples[name])

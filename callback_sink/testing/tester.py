@@ -26,6 +26,7 @@ from callback_sink.handlers.registry import _NAME_MARK, Handler, Registry, load
 from callback_sink.sink.events import Event
 from callback_sink.sink.outcomes import Outcome
 from callback_sink.sink.settings import Settings
+from callback_sink.worker import inbox
 from callback_sink.worker.consumer import policy_of, run_policy_of
 from callback_sink.worker.decide import DeadLetterPlan, Delivery, Settlement, decide
 from callback_sink.worker.dedup import MemoryStore
@@ -133,7 +134,9 @@ class SinkTester:
     (``SINK_HANDLERS``); with no module given it loads the installed packages' entry points,
     like a worker without ``SINK_HANDLERS``. ``settings`` (or keyword overrides such as
     ``max_attempts=3``, ``handler_timeout=1``) are the worker-wide defaults that
-    ``@on(...)`` options override. The start-up hooks run before the first callback (or on
+    ``@on(...)`` options override. Transactional handlers (``@on(..., transactional=True)``)
+    run in real transactions on ``inbox_url=`` (a PostgreSQL URL, as ``SINK_INBOX_URL``),
+    their rows in its ``inbox_table``. The start-up hooks run before the first callback (or on
     :meth:`startup`); ``async with`` also runs the shutdown hooks at the end.
     """
 
@@ -169,6 +172,8 @@ class SinkTester:
         shutdown hooks ran (as in the worker), and the next call tries again."""
         if not self._started:
             try:
+                if self._run_policy.inbox is not None:  # SINK_INBOX_URL's table, as a worker
+                    await inbox.start(self._run_policy.inbox)
                 await self.registry.startup()
             except BaseException:
                 await self.registry.shutdown()
@@ -178,6 +183,7 @@ class SinkTester:
     async def shutdown(self) -> None:
         """Await the ``@on_shutdown`` hooks, if the start-up hooks ran."""
         await self._run_policy.leases.close()
+        await inbox.close(self._run_policy.inbox)
         if self._started:
             self._started = False
             await self.registry.shutdown()

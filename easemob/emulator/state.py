@@ -2,9 +2,9 @@
 
 Every operation either raises :class:`EasemobError` (rendered as Easemob's error body) or
 changes the state and returns the :class:`Change` list the callbacks are made from. The
-rules are chosen so that each change is exactly what its callbacks say (see README.md,
-"The emulator", its table of callbacks sent): a directory fed the callbacks can rebuild this
-state, which is what the property tests check.
+rules are chosen so that each change is exactly what its callbacks say (see
+docs/reference/emulator.md, its table of callbacks sent): a directory fed the callbacks can
+rebuild this state, which is what the property tests check.
 """
 
 from __future__ import annotations

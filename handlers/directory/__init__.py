@@ -23,7 +23,7 @@ from callback_sink.easemob.settings import EasemobSettings
 from callback_sink.handlers.directory.facts import Fact
 from callback_sink.handlers.directory.settings import DirectorySettings
 from callback_sink.handlers.directory.store import Directory, open_directory
-from callback_sink.handlers.directory.tracker import Tracker
+from callback_sink.handlers.directory.tracker import HANDLER, Tracker
 from callback_sink.handlers.directory.view import GroupView, MutedMember
 from callback_sink.handlers.registry import on, on_shutdown, on_startup
 from callback_sink.sink.errors import ConfigError
@@ -99,7 +99,9 @@ async def close() -> None:
         await (await task).close()
 
 
-@on("muc", "group_op", name="handlers.directory.track_groups")
+@on("muc", "group_op", name=HANDLER)
 async def track_groups(event: Event) -> None:
-    """Keep the directory in step with one group or chat-room callback."""
+    """Keep the directory in step with one group or chat-room callback. On PostgreSQL its
+    facts commit together with its inbox row (:mod:`callback_sink.handlers.transactional`):
+    a worker killed mid-callback neither loses them nor applies them twice."""
     await (await tracker()).record(event)

@@ -1,11 +1,11 @@
 """From a group callback to facts: the one place that knows who each event is about.
 
 Legacy ``muc`` events name the affected user in different fields (the table below, also
-in README.md, "Who each callback is about"); new-format ``group_op`` events list users in
-``payload.member`` or ``payload.admin``. Events that change nothing the directory keeps
-(applications, invitations, announcements, files, metadata, a user muting a group for
-themselves) give no fact, and neither does an event whose ``status.error_code`` says it
-failed.
+in docs/reference/group-directory.md, "Who each callback is about"); new-format
+``group_op`` events list users in ``payload.member`` or ``payload.admin``. Events that change
+nothing the directory keeps (applications, invitations, announcements, files, metadata, a
+user muting a group for themselves) give no fact, and neither does an event whose
+``status.error_code`` says it failed.
 """
 
 from __future__ import annotations

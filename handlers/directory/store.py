@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from callback_sink.handlers.directory.facts import Fact
 from callback_sink.handlers.directory.settings import DirectorySettings
@@ -93,11 +93,18 @@ class Directory:
         await self.engine.dispose()
 
     async def apply(
-        self, group_id: str, facts: Sequence[Fact], *, timestamp: int, call_id: str
+        self,
+        group_id: str,
+        facts: Sequence[Fact],
+        *,
+        timestamp: int,
+        call_id: str,
+        conn: AsyncConnection | None = None,
     ) -> int:
         """Store ``facts`` as stated by the event (``timestamp``, ``call_id``); each replaces
         the stored fact of its key only if that one comes from an older event. Returns how
-        many rows changed."""
+        many rows changed. ``conn``: a transaction of this database to write in (the inbox's,
+        committed by its owner); without it the write is a transaction of its own."""
         by_key = {fact.key: fact for fact in facts}  # one row per key and statement
         if not by_key:
             return 0
@@ -121,8 +128,10 @@ class Directory:
                   "call_id": new.call_id},
             where=sa.or_(old.ts < new.ts, sa.and_(old.ts == new.ts, old.call_id < new.call_id)),
         )  # fmt: skip
-        async with self.engine.begin() as conn:
-            result = await conn.execute(statement)
+        if conn is not None:
+            return max((await conn.execute(statement)).rowcount, 0)
+        async with self.engine.begin() as own:
+            result = await own.execute(statement)
         return max(result.rowcount, 0)
 
     async def group(self, group_id: str) -> GroupView | None:

@@ -22,13 +22,17 @@ from callback_sink.handlers.directory.facts import Fact
 from callback_sink.handlers.directory.interpret import affected_user, interpret
 from callback_sink.handlers.directory.settings import DirectorySettings
 from callback_sink.handlers.directory.store import Directory
+from callback_sink.handlers.transactional import Inbox, Transaction
 from callback_sink.sink import logs
 from callback_sink.sink.errors import EasemobError, EasemobThrottled, EasemobUnreachable, Retry
 from callback_sink.sink.events import Event
 from callback_sink.sink.settings import Settings
+from callback_sink.sink.tls import redis_tls_kwargs
 
 log = logs.get("handlers.directory")
 
+#: The directory handler's identity (``@on(name=...)``), also its inbox rows' handler.
+HANDLER = "handlers.directory.track_groups"
 #: Legacy operations whose facts need a REST lookup.
 LOOKUPS = frozenset({"create", "update", "add_mute"})
 #: When the REST API is throttled or down, retry the callback after this many seconds.
@@ -36,9 +40,14 @@ LOOKUP_RETRY_DELAY = 5.0
 
 
 class Tracker:
-    def __init__(self, directory: Directory, client: GroupClient | None = None) -> None:
+    def __init__(
+        self, directory: Directory, client: GroupClient | None = None, inbox: Inbox | None = None
+    ) -> None:
         self.directory = directory
         self.client = client
+        #: On PostgreSQL: each callback's facts commit with the handler's inbox row, so a
+        #: crash can neither lose them nor apply them twice (exactly-once in the directory).
+        self.inbox = inbox
 
     @classmethod
     async def open(cls, settings: DirectorySettings, easemob: EasemobSettings) -> Tracker:
@@ -46,14 +55,22 @@ class Tracker:
         client = None
         if settings.fetch and easemob.configured:
             sink = Settings.from_env()  # every worker of the app shares one REST quota
-            limiter = limiter_for(easemob, sink.dedup_url, sink.topology_prefix)
+            tls = redis_tls_kwargs(sink)
+            limiter = limiter_for(easemob, sink.dedup_url, sink.topology_prefix, tls)
             client = GroupClient(easemob, limiter=limiter)
-        log.info("directory.opened", lookups=client is not None)
-        return cls(directory, client)
+        inbox = None
+        if directory.engine.dialect.name == "postgresql":
+            sink = Settings.from_env()
+            inbox = Inbox(directory.engine, sink.inbox_table, sink.dedup_ttl)
+            await inbox.start()
+        log.info("directory.opened", lookups=client is not None, inbox=inbox is not None)
+        return cls(directory, client, inbox)
 
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
+        if self.inbox is not None:
+            await self.inbox.close()
         await self.directory.close()
 
     async def record(self, event: Event) -> int:
@@ -61,11 +78,20 @@ class Tracker:
         found = interpret(event)
         if not found or event.group_id is None:  # nothing the directory keeps
             return 0
-        found += await self._lookup(event, event.group_id)
+        if self.inbox is None:
+            return await self._store(event, event.group_id, found, None)
+        # A duplicate raises InboxDuplicate here, before any REST lookup.
+        async with self.inbox.transaction(HANDLER, event.dedup_key) as tx:
+            return await self._store(event, event.group_id, found, tx)
+
+    async def _store(
+        self, event: Event, group_id: str, found: list[Fact], tx: Transaction | None
+    ) -> int:
+        found = found + await self._lookup(event, group_id)
         changed = await self.directory.apply(
-            event.group_id, found, timestamp=event.timestamp, call_id=event.call_id
+            group_id, found, timestamp=event.timestamp, call_id=event.call_id, conn=tx
         )
-        log.debug("directory.applied", group_id=event.group_id, facts=len(found), changed=changed)
+        log.debug("directory.applied", group_id=group_id, facts=len(found), changed=changed)
         return changed
 
     async def _lookup(self, event: Event, group_id: str) -> list[Fact]:

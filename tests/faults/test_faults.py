@@ -54,7 +54,7 @@ def assert_exactly_once(figures: Figures, *, killed_inflight: int = 0) -> None:
     """None lost, none refused, and no handler run twice for one callback, except: a worker
     SIGKILLed between a handler's side effect and its done mark cannot know the handler
     finished, so each handler call in flight at the kill may run once more (at-least-once
-    is the only honest promise for a killed process; see README, Reliability)."""
+    is the only honest promise for a killed process; see docs/explanation/reliability.md)."""
     assert figures.lost == 0, figures
     assert figures.extra_runs <= killed_inflight, figures
     assert figures.notes["unexpected_records"] == 0, figures
