@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) answer; start them if not.
-# PostgreSQL (127.0.0.1:5432) is only needed by the group directory's PostgreSQL tests: it is
-# started when it is installed here, and its tests report it missing on their own.
+# PostgreSQL (127.0.0.1:5432) is needed by the inbox (transactional handlers) tests, their docs
+# examples and the group directory's PostgreSQL tests: it is started when it is installed here.
 # Under CI=true a service that cannot be started fails the run: tests never silently skip.
 set -u
 
