@@ -84,9 +84,11 @@ class Variable:
 
 def variables(cls: type[Any], prefix: str) -> tuple[Variable, ...]:
     """The variables of settings class ``cls``, in declaration order (a ``_FILE`` variant
-    right after the variable it stands in for)."""
+    right after the variable it stands in for): the class's own fields first, then those it
+    inherits (a dataclass lists inherited fields first)."""
     found: list[Variable] = []
-    for f in fields(cls):
+    own = cls.__dict__.get("__annotations__", {})
+    for f in sorted(fields(cls), key=lambda f: f.name not in own):
         declared = setting_of(f)
         name = f"{prefix}{f.name.upper()}"
         found.append(Variable(name, f.name, f.name, _default(f), declared, not f.repr))
