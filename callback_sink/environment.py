@@ -11,6 +11,7 @@ URLs without their password.
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 from dataclasses import MISSING, Field, dataclass, fields
 from typing import Any
@@ -87,7 +88,7 @@ def variables(cls: type[Any], prefix: str) -> tuple[Variable, ...]:
     right after the variable it stands in for): the class's own fields first, then those it
     inherits (a dataclass lists inherited fields first)."""
     found: list[Variable] = []
-    own = cls.__dict__.get("__annotations__", {})
+    own = inspect.get_annotations(cls)
     for f in sorted(fields(cls), key=lambda f: f.name not in own):
         declared = setting_of(f)
         name = f"{prefix}{f.name.upper()}"
