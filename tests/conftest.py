@@ -238,3 +238,16 @@ async def start_worker(settings: Settings) -> AsyncIterator[Callable[..., Awaita
     yield start
     for worker in started:
         await worker.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[DedupStore]:
+    """Each dedup store kind (memory, the real Redis), for tests holding both to the same
+    semantics."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    redis_store = RedisStore(request.getfixturevalue("redis_url"), prefix)
+    yield redis_store
+    await redis_store.purge()
+    await redis_store.close()

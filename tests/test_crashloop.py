@@ -3,15 +3,10 @@ then the same semantics through both dedup stores (worker/crashloop.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from callback_sink.sink import headers
 from callback_sink.worker import crashloop
 from callback_sink.worker.crashloop import Reckoning, Record, reckon, takeover, worker_of
-from callback_sink.worker.dedup import Claim, ClaimRequest, DedupStore, MemoryStore, State
-from callback_sink.worker.redis_store import RedisStore
+from callback_sink.worker.dedup import Claim, ClaimRequest, DedupStore, State
 
 
 def test_a_token_names_the_worker_that_holds_it() -> None:
@@ -95,17 +90,6 @@ def ask(handlers: list[str], owner: str, **extra: object) -> ClaimRequest:
         "k", "call-1", "muc:kick", handlers, lease=30, bind_ttl=60, max_runs=20, owner=owner,
         **extra,  # type: ignore[arg-type]
     )  # fmt: skip
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[DedupStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    redis_store = RedisStore(request.getfixturevalue("redis_url"), prefix)
-    yield redis_store
-    await redis_store.purge()
-    await redis_store.close()
 
 
 async def test_a_busy_claim_names_its_holder_and_a_dead_holder_is_taken_over_fenced(

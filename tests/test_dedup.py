@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,17 +17,6 @@ def ask(
     key: str, kind: str, handlers: list[str], lease: float, runs: int, call_id: str
 ) -> ClaimRequest:
     return ClaimRequest(key, call_id, kind, handlers, lease, bind_ttl=60, max_runs=runs)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[DedupStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    redis_store = RedisStore(request.getfixturevalue("redis_url"), prefix)
-    yield redis_store
-    await redis_store.purge()
-    await redis_store.close()
 
 
 async def test_the_first_claim_wins_and_a_live_lease_makes_others_wait(store: DedupStore) -> None:
