@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -133,6 +134,15 @@ async def test_only_deliveries_that_start_handlers_count_toward_the_budget(
     assert second.runs == 2
     assert third.over_budget(2) and third.claims == ()
     assert (await store.claim("call-1", "a", lease=30)).state is State.CLAIMED  # nothing held
+
+
+async def test_a_replayed_dead_letter_starts_a_fresh_delivery_budget(store: DedupStore) -> None:
+    spent = ask("call-1", "k", ["a"], lease=30, runs=1, call_id="call-1")
+    first = await store.claim_all(spent)
+    await store.release("call-1", "a", first.claims[0])
+    assert (await store.claim_all(spent)).over_budget(1)  # dead-lettered: delivery-limit
+    replayed = await store.claim_all(replace(spent, epoch="2026-12-06T07:00:00Z"))
+    assert replayed.runs == 1 and len(replayed.claims) == 1  # `dlq replay` runs it again
 
 
 async def test_a_renewed_lease_outlives_its_first_term(store: DedupStore) -> None:

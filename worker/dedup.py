@@ -80,6 +80,14 @@ class ClaimRequest:
     dead: frozenset[str] = frozenset()
     #: False when an earlier claim of this very delivery counted its run already.
     count_run: bool = True
+    #: The replay stamp (``x-sink-replayed``) runs are counted under: a replayed dead letter
+    #: starts a fresh ``SINK_MAX_DELIVERIES`` budget instead of finding it spent.
+    epoch: str = ""
+
+    @property
+    def runs_key(self) -> str:
+        """The key its runs are counted under (the dedup key, within its replay epoch)."""
+        return f"{self.key}@{self.epoch}" if self.epoch else self.key
 
 
 @dataclass(frozen=True)
@@ -216,12 +224,12 @@ class MemoryStore:
             return Claims(bound)
         states = [self._live((ask.key, h)) for h in ask.handlers]
         states = [None if value in ask.dead else value for value in states]
-        runs = int(self._live((ask.key, RUNS_SLOT)) or 0)
+        runs = int(self._live((ask.runs_key, RUNS_SLOT)) or 0)
         if any(value is None for value in states) and ask.count_run:
             runs += 1
             if runs > ask.max_runs:
                 return Claims(bound, (), runs)
-            self._set((ask.key, RUNS_SLOT), str(runs), ask.bind_ttl)
+            self._set((ask.runs_key, RUNS_SLOT), str(runs), ask.bind_ttl)
         token = new_token(ask.owner)
         claims = []
         for handler, value in zip(ask.handlers, states, strict=True):

@@ -147,6 +147,7 @@ async def dispatch(
     ask = ClaimRequest(
         event.dedup_key, event.call_id, event.kind, [h.name for h in pending],
         policy.leases.lease, policy.done_ttl, policy.max_runs, leases.liveness.worker,
+        epoch=epoch,
     )  # fmt: skip
     try:
         await leases.liveness.ensure()

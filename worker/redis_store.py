@@ -152,7 +152,7 @@ class RedisStore(CrashRecords):
         tag = ask.call_id if self._keys.cluster else ""
         keys = [
             self._keys.kind(ask.call_id),
-            self._keys.runs(ask.key, ask.call_id),
+            self._keys.runs(ask.runs_key, ask.call_id),
             *(self._key(ask.key, h, ask.call_id) for h in ask.handlers),
         ]
         args: list[str | int] = [
