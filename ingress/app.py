@@ -24,7 +24,7 @@ from aiohttp import web
 
 from callback_sink.ingress.backfill import Exemptions
 from callback_sink.ingress.budget import BodyBudget
-from callback_sink.ingress.checks import check_callback, read_limited
+from callback_sink.ingress.checks import check_callback, read_body
 from callback_sink.ingress.drainer import Drainer
 from callback_sink.ingress.expect import expect_continue
 from callback_sink.ingress.exporter import metrics_endpoint, spool_gauges, spool_totals
@@ -129,11 +129,7 @@ async def admit(
     if request.content_type not in JSON_TYPES:
         content_type = {"content_type": request.content_type}
         raise Rejected(415, "content type is not application/json", details=content_type)
-    try:
-        async with asyncio.timeout(settings.read_timeout_s):
-            body = await read_limited(request, settings.body_limit, app[EDGE].budget)
-    except TimeoutError:
-        raise Rejected(408, "body not received within SINK_READ_TIMEOUT_S") from None
+    body = await read_body(request, settings, app[EDGE].budget)
     try:
         doc = parse(body)
     except DecodeError as exc:  # no call_id to log: the reason says why the body is not one

@@ -3,6 +3,7 @@ size limit, then, once parsed, not a forged sink record, its app's signature, it
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -21,16 +22,51 @@ FUTURE_TOLERANCE = 300.0
 FORGED_RECORD = f"{PRESEND_RECORD_KEY} is the sink's own record, not a callback"
 
 
+async def read_body(request: web.Request, settings: Settings, budget: BodyBudget) -> bytes:
+    """The body within ``SINK_BODY_LIMIT`` (413) and ``budget`` (503); one still arriving is
+    read under ``SINK_READ_TIMEOUT_S`` (408)."""
+    body = read_buffered(request, settings.body_limit, budget)
+    if body is not None:
+        return body
+    try:
+        async with asyncio.timeout(settings.read_timeout_s):
+            return await read_limited(request, settings.body_limit, budget)
+    except TimeoutError:
+        raise Rejected(408, "body not received within SINK_READ_TIMEOUT_S") from None
+
+
+def read_buffered(request: web.Request, limit: int, budget: BodyBudget) -> bytes | None:
+    """The body when aiohttp holds all of it already, else None (then :func:`read_limited`).
+    The usual case: a callback is a few hundred bytes, which arrive with the request head, so
+    there is nothing to wait for (no read deadline, no chunk iterator). Same refusals and
+    budget as :func:`read_limited`."""
+    content = request.content
+    if not content.is_eof():
+        return None
+    length = _announced(request, limit)
+    body = content.read_nowait()
+    if len(body) > limit:
+        raise Rejected(413, "body exceeds SINK_BODY_LIMIT", details={"body_limit": limit})
+    budget.take(request, len(body), length if length is not None else len(body))
+    return body
+
+
+def _announced(request: web.Request, limit: int) -> int | None:
+    """The Content-Length, refused with 413 when over ``limit``."""
+    length = request.content_length
+    if length is not None and length > limit:
+        details: dict[str, object] = {"content_length": length, "body_limit": limit}
+        raise Rejected(413, "body exceeds SINK_BODY_LIMIT", details=details)
+    return length
+
+
 async def read_limited(request: web.Request, limit: int, budget: BodyBudget) -> bytes:
     """Read the body, refusing with 413 as soon as it is known to exceed ``limit``:
     from Content-Length before reading, or while streaming a chunked body. Its bytes are
     reserved in the process's ``budget`` first (503 when they do not fit): the announced
     length before reading, a chunked body chunk by chunk; the caller releases them."""
-    length = request.content_length
+    length = _announced(request, limit)
     if length is not None:
-        if length > limit:
-            details: dict[str, object] = {"content_length": length, "body_limit": limit}
-            raise Rejected(413, "body exceeds SINK_BODY_LIMIT", details=details)
         budget.take(request, length, length)
     chunks: list[bytes] = []
     size = 0

@@ -28,11 +28,13 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
+import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
 from aio_pika.exceptions import PublishError as Returned
 from pamqp.commands import Basic
 
+from callback_sink.ingress.coalesce import Coalescer
 from callback_sink.sink import headers, logs, names
 from callback_sink.sink.amqp import ClusterConnection, connect_any
 from callback_sink.sink.config import csv
@@ -90,6 +92,7 @@ class Publisher:
         self._nacks = 0
         self._reopen_delay = REOPEN_DELAY_MIN
         self._reopening: asyncio.Task[None] | None = None
+        self._coalescer: Coalescer | None = None
 
     @classmethod
     def of(cls, settings: Settings, topology: Topology) -> Publisher:
@@ -144,16 +147,12 @@ class Publisher:
             headers=found,
         )
         try:
-            # The whole call is bounded: a reconnecting channel would be waited for untimed.
-            async with asyncio.timeout(self._timeout):
-                underlay = await channel.get_underlay_channel()
-                confirmation = await underlay.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=names.routing_key(name),
-                    properties=properties,
-                    mandatory=True,
-                )
+            coalescer = self._coalescer
+            if coalescer is None or coalescer.closed or coalescer.owner is not channel:
+                coalescer = await self._coalescer_of(channel)
+            confirmation = await coalescer.publish(
+                body, exchange=exchange, routing_key=names.routing_key(name), properties=properties
+            )
         except TimeoutError as exc:
             raise PublishError(f"no publisher confirm within {self._timeout}s") from exc
         except Returned as exc:
@@ -168,6 +167,17 @@ class Publisher:
             raise PublishError(f"broker refused the message: {type(confirmation).__name__}")
         self._nacks = 0
         self._reopen_delay = REOPEN_DELAY_MIN
+
+    async def _coalescer_of(self, channel: AbstractRobustChannel) -> Coalescer:
+        """The coalescer of ``channel``'s current underlying channel (a new one after a
+        reconnection); waiting for a reconnecting channel is bounded by the time-out."""
+        async with asyncio.timeout(self._timeout):
+            underlay = await channel.get_underlay_channel()
+        assert isinstance(underlay, aiormq.Channel)
+        coalescer = self._coalescer
+        if coalescer is None or coalescer.channel is not underlay:
+            coalescer = self._coalescer = Coalescer(underlay, self._timeout, owner=channel)
+        return coalescer
 
     async def close(self) -> None:
         for task in (self._connector, self._reopening):

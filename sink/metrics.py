@@ -10,8 +10,7 @@ missing) and pre-binds the labelled children, so that counting on a hot path is 
 - :class:`WorkerMetrics`: handler outcomes and latency, readiness;
 - :class:`QueueMetrics`: the queues' depths and consumers as the broker reports them, set by
   whichever process polls (every worker, and process 0 of an ingress);
-- :class:`RestMetrics`: answers of Easemob's REST API to the group client;
-- :class:`BuildInfo`: ``callback_sink_build_info{version, python}`` = 1, in every process.
+- :class:`RestMetrics`: Easemob's REST answers; :class:`BuildInfo`: the version, always 1.
 
 A process serves them with :func:`render`. A multi-process ingress runs in prometheus_client's
 multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor for its children):
@@ -53,6 +52,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from callback_sink.sink import metrics_pid  # noqa: F401  (before any metric exists)
 from callback_sink.sink.outcomes import Outcome
 
 __all__ = [
