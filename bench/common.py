@@ -23,6 +23,9 @@ DRAIN_TIMEOUT = 180.0
 CLEANUP_TIMEOUT = 20.0
 #: wrk settings of every HTTP row: 2 threads (one per core), as many connections as below.
 WRK_THREADS = 2
+#: The highest rate of distinct callbacks an HTTP row prepares bodies for (per second of wrk);
+#: a row whose wrk had to re-send bodies fails rather than count re-sent callIds as stored.
+MAX_RATE = 20_000
 #: Retry tiers a worker may have made delay queues for (README: Retry delays); deleted after.
 DELAY_TIERS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
 #: Rows whose processes are callback-sink's own (the peak RSS target applies to them).

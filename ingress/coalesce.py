@@ -129,7 +129,10 @@ class Coalescer:
         if self.channel.is_closed:  # its close rejected these publishes' confirmations
             self._buffer.clear()
             return
-        frame = ChannelFrame(payload=b"".join(self._buffer), should_close=False)
+        # With a drain future the writer waits for the socket after this write, as it does
+        # for ``basic_publish``: a broker that reads slowly fills the writer's queue, not RAM.
+        drained = self._loop.create_future()
+        frame = ChannelFrame(b"".join(self._buffer), should_close=False, drain_future=drained)
         self._buffer.clear()
         if self._putting is None:
             try:
