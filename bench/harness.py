@@ -183,7 +183,7 @@ class Harness:
         cpu_before, at = child.cpu(), time.monotonic()
         summary = await self.run_wrk(url, run_dir, config.duration, config.limit)
         wrapped += summary["wrapped"]
-        if wrapped:  # re-sent callIds are answered 200 and stored once: not a fair count
+        if wrapped and queue is not None:  # re-sent callIds are stored once: no fair count
             raise child.failure(f"wrk ran out of distinct callbacks ({wrapped}): raise MAX_RATE")
         server_cpu = 100 * (child.cpu() - cpu_before) / (time.monotonic() - at)
         accepted += summary["ok"]
