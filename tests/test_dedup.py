@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from callback_sink.sink.events import from_document
-from callback_sink.worker.dedup import ClaimRequest, DedupStore, MemoryStore, State
+from callback_sink.worker.dedup import ClaimRequest, DedupStore, MemoryStore, State, new_token
 from callback_sink.worker.redis_store import RedisStore
 from tests.waiting import until
 
@@ -195,3 +196,20 @@ async def test_a_megabyte_recipient_costs_redis_short_keys_only(
     finally:
         await store.purge()
         await store.close()
+
+
+def test_claim_tokens_are_unique_here_and_in_a_forked_child() -> None:
+    """Tokens fence claims: never two alike, even from a child forked mid-count."""
+    here = {new_token("w1") for _ in range(10_000)}
+    assert len(here) == 10_000 and all(token.startswith("w1.") for token in here)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next tokens, then out without pytest's clean-up
+        os.write(write, " ".join(new_token("w1") for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    ours = {new_token("w1") for _ in range(100)}
+    assert len(theirs) == 100 and not theirs & (here | ours)
