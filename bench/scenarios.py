@@ -224,13 +224,18 @@ class Bench(Harness):
             url = f"{base}/callbacks"
             accepted, non_200 = 0, 0
             if not config.limit:
-                warm = await self.run_wrk(url, self.body_dir(f"{prefix}-warm", 4000), config.warmup)
+                warm_bodies = self.bodies_for(config.warmup)
+                warm = await self.run_wrk(
+                    url, self.body_dir(f"{prefix}-warm", warm_bodies), config.warmup
+                )
+                self.distinct(warm, ingress)
                 accepted, non_200 = warm["ok"], warm["non_200"]
                 await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
             # 1. the maximum: closed loop, then until the worker handled every one
             run_dir = self.body_dir(f"{prefix}-max", self.bodies_for(config.duration))
             started = time.monotonic()
             summary = await self.run_wrk(url, run_dir, config.duration, config.limit)
+            self.distinct(summary, ingress)
             accepted += summary["ok"]
             non_200 += summary["non_200"]
             await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)

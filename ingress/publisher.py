@@ -15,9 +15,11 @@ publishes is not trusted to recover by itself: after :data:`NACK_LIMIT` nacks in
 publisher is not :attr:`~Publisher.ready` and reopens its channel, backing off while the new
 one nacks too.
 
-The hot path publishes through aiormq's ``basic_publish`` with properties built directly:
-the bytes on the wire are exactly those ``aio_pika.Message`` produces (persistent, JSON,
-``message_id`` = callId, the event-name header, priority 0), at a tenth of the cost.
+The hot path builds the properties directly (the bytes on the wire are exactly those
+``aio_pika.Message`` produces: persistent, JSON, ``message_id`` = callId, the event-name
+header, priority 0, at a tenth of the cost) and publishes through the channel's
+:class:`~ingress.coalesce.Coalescer`: the publishes of one event-loop tick go out in one
+socket write, each still awaiting its own confirm.
 """
 
 from __future__ import annotations
