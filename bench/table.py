@@ -105,11 +105,15 @@ def summarize(results: dict[str, list[Result]], config: Config) -> tuple[str, di
             f"| {check.target} | {verdict(ok, known and check.noise(results, med))} | | | | | |"
         )
         summary["ratios"][check.label] = {"median": med, "values": values, "target": check.target}
-    p99_50 = summary["rows"].get("e2e-50%", {}).get("p99_ms")
-    known = p99_50 is not None and p99_50 == p99_50
+    # The target holds in every round, not in the median one: the worst round is the figure.
+    every = summary["rows"].get("e2e-50%", {}).get("p99_ms_every_round") or [float("nan")]
+    p99_50 = max(every)
+    known = p99_50 == p99_50
+    spread = f"{min(every):.1f}–{max(every):.1f}" if known and len(every) > 1 else ""
     n += 1
     lines.append(
-        f"| {n} | end-to-end p99 at 50 % of max | open loop | {fmt(p99_50, ' ms')} | | | < 50 ms "
+        f"| {n} | end-to-end p99 at 50 % of max, worst round | open loop | {fmt(p99_50, ' ms')} "
+        f"| {spread} | | < 50 ms "
         f"| {verdict(p99_50 < 50 if known else None, noisy(results, 'e2e'))} | | | | | |"
     )
     sink_rss = [
@@ -151,7 +155,10 @@ def e2e_levels(
             f"{lag:.1f} ms, {cpu:.0f} % CPU) | {fmt(sent, ' cb/s')} | | "
             f"{p50:.1f} / {p99:.1f} | | | | | | | |"
         )
-        summary["rows"][f"e2e-{name}"] = {"sent_rate": sent, "p50_ms": p50, "p99_ms": p99}
+        every = [v["e2e_ms"]["p99"] or float("nan") for v in lv]
+        summary["rows"][f"e2e-{name}"] = {
+            "sent_rate": sent, "p50_ms": p50, "p99_ms": p99, "p99_ms_every_round": every,
+        }  # fmt: skip
     return n
 
 

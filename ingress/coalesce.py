@@ -114,12 +114,9 @@ class Coalescer:
             publish = spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
             method = self._methods[exchange, routing_key] = marshal(publish, number)
         parts = [method, marshal(ContentHeader(properties=properties, body_size=len(body)), number)]
-        size = self.channel.max_content_size
-        if len(body) < size:
-            parts.append(marshal(ContentBody(body), number))
-        else:
-            for start in range(0, len(body), size):
-                parts.append(marshal(ContentBody(body[start : start + size]), number))
+        size = self.channel.max_content_size  # no body frame for no body, as aiormq
+        for start in range(0, len(body), size):
+            parts.append(marshal(ContentBody(body[start : start + size]), number))
         return b"".join(parts)
 
     def _flush(self) -> None:

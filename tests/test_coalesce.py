@@ -65,10 +65,11 @@ def test_the_frames_are_those_basic_publish_writes() -> None:
     try:
         fake = _FakeChannel(max_content_size=4096)
         coalescer = loop.run_until_complete(_made(fake))
-        for body in (b'{"callId":"a"}', bytes(random.randrange(256) for _ in range(10_000))):
+        bodies = (b"", b'{"callId":"a"}', bytes(random.randrange(256) for _ in range(10_000)))
+        for body in bodies:
             properties = _properties("call-1")
             ours = coalescer._frames(body, "ex", "k", properties)
-            chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+            chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]  # none if empty
             theirs = ChannelFrame.marshall(
                 channel_number=fake.number,
                 frames=[

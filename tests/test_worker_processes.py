@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from callback_sink.sink.settings import Settings
@@ -17,6 +19,14 @@ from tests.waiting import until
 Client = TestClient[Any, Any]
 COPIES = 5
 CALLBACKS = 40
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every copy reaches the queue: the ingress's own dedup of re-posts is off
+    (``SINK_EDGE_DEDUP_SIZE=0``), so the workers' dedup is what is tested here. With it on,
+    a copy posted after its first was confirmed is answered at the edge, never queued."""
+    return replace(settings, edge_dedup_size=0)
 
 
 def worker_env(settings: Settings, redis_url: str, record_dir: Path) -> dict[str, str]:
