@@ -43,11 +43,11 @@ def read_buffered(request: web.Request, limit: int, budget: BodyBudget) -> bytes
     content = request.content
     if not content.is_eof():
         return None
-    length = _announced(request, limit)
+    _announced(request, limit)
     body = content.read_nowait()
     if len(body) > limit:
         raise Rejected(413, "body exceeds SINK_BODY_LIMIT", details={"body_limit": limit})
-    budget.take(request, len(body), length if length is not None else len(body))
+    budget.take(request, len(body), len(body))  # all of it is here: announced or not
     return body
 
 

@@ -176,10 +176,8 @@ class Publisher:
         async with asyncio.timeout(self._timeout):
             underlay = await channel.get_underlay_channel()
         assert isinstance(underlay, aiormq.Channel)
-        coalescer = self._coalescer
-        if coalescer is None or coalescer.channel is not underlay:
-            coalescer = self._coalescer = Coalescer(underlay, self._timeout, owner=channel)
-        return coalescer
+        self._coalescer = Coalescer(underlay, self._timeout, owner=channel)
+        return self._coalescer
 
     async def close(self) -> None:
         for task in (self._connector, self._reopening):
