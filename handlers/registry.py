@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -242,13 +244,28 @@ def load(modules: Sequence[str], *, use_entry_points: bool = True) -> Registry:
     return Registry(handlers, _hooks(found, _SHUTDOWN_MARK), _hooks(found, _STARTUP_MARK))
 
 
+def _import_here(path: str) -> ModuleType:
+    """Import ``path``; a package in the working directory is found too, as ``python -m``
+    would find it: a console script (``make run``, ``callback-sink worker``) does not have
+    the working directory on ``sys.path``, so ``myapp.callbacks`` next to it would not be."""
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        top, here = path.split(".")[0], os.getcwd()
+        local = os.path.isdir(os.path.join(here, top)) or os.path.isfile(f"{here}/{top}.py")
+        if exc.name != top or not local or here in sys.path or path in RENAMED_MODULES:
+            raise
+        sys.path.insert(0, here)
+        return importlib.import_module(path)
+
+
 def import_modules(modules: Sequence[str], *, use_entry_points: bool = True) -> list[ModuleType]:
     """The handler modules named by dotted path, then those of the entry points, each once,
     in that order (``@on`` handlers and ``@presend`` functions are collected from them)."""
     loaded: dict[str, ModuleType] = {}
     for path in modules:
         try:
-            loaded[path] = importlib.import_module(path)
+            loaded[path] = _import_here(path)
         except HandlerLoadError:
             raise
         except ModuleNotFoundError as exc:

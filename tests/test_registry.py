@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from callback_sink.handlers import Event, on
-from callback_sink.handlers.registry import load
+from callback_sink.handlers.registry import import_modules, load
 from callback_sink.sink.errors import HandlerLoadError
 
 
@@ -114,3 +114,25 @@ async def test_a_modules_shutdown_hook_is_awaited_when_the_registry_shuts_down(
     registry = load(["userhandlers_hook"], use_entry_points=False)
     await registry.shutdown()
     assert sys.modules["userhandlers_hook"].closed == [True]
+
+
+def test_a_handler_package_in_the_working_directory_is_found_like_python_m_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SINK_HANDLERS=myapp.callbacks make run`` (the README): a console script does not
+    have the working directory on ``sys.path``; the package next to it is found anyway."""
+    package = tmp_path / "cwdapp_3f1c"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "callbacks.py").write_text(
+        "from callback_sink import Event, on\n\n\n"
+        "@on('muc:kick')\nasync def kicked(event: Event) -> None:\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for name in ("cwdapp_3f1c", "cwdapp_3f1c.callbacks"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (module,) = import_modules(["cwdapp_3f1c.callbacks"], use_entry_points=False)
+    assert module.__file__ == str(package / "callbacks.py")
+    with pytest.raises(HandlerLoadError, match="no_such_pkg_3f1c"):
+        import_modules(["no_such_pkg_3f1c.callbacks"], use_entry_points=False)
