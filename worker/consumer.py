@@ -31,7 +31,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from callback_sink.handlers.registry import Registry
 from callback_sink.sink import headers, logs
@@ -316,8 +316,10 @@ class Worker:
                 self._store_unreachable(ran)
             return ran
 
-        context = {"call_id": event.call_id, "event_name": event.name, **replay_of(message)}
-        with bound_contextvars(**context):
+        # bound by token and reset: bound_contextvars() copies the whole context, twice
+        tokens = bind_contextvars(call_id=event.call_id, event_name=event.name,
+                                  **replay_of(message))  # fmt: skip
+        try:
             try:
                 if in_place:
                     final = await in_place_run(
@@ -337,6 +339,8 @@ class Worker:
                 await settler.requeue(message)
                 return
             await settler.settle(message, ran, delivery, decision)
+        finally:
+            reset_contextvars(**tokens)
 
     def _store_unreachable(self, ran: DeliveryResult) -> None:
         """Stop taking messages until the dedup store takes writes again (:mod:`.store_health`;

@@ -136,7 +136,9 @@ class DedupStore(Protocol):
     async def done(self, key: str, handler: str, claim: Claim, ttl: float) -> bool:
         """Record that ``handler`` succeeded; later claims answer DONE for ``ttl`` seconds.
         The claim's token is the fence: False (nothing written) when another claim holds or
-        settled the handler since ours lapsed, i.e. this run was a duplicate."""
+        settled the handler since ours lapsed, i.e. this run was a duplicate. The write is
+        issued before the first suspension, so a caller cancelled meanwhile (a shutdown) does
+        not keep it from landing (:func:`worker.pipeline._mark_done` relies on it)."""
 
     async def release(self, key: str, handler: str, claim: Claim) -> None:
         """Give the claim back after a failure so that a retry can claim it again."""

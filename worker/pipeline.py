@@ -238,10 +238,8 @@ async def _run_one(
         # not wait for the lease to lapse.
         await _release_quietly(store, event, handler.name, claim)
         raise
-    # Shielded: a shutdown that cancels us now must not keep a finished handler's mark from
-    # landing, or the redelivery would run it again.
-    marked = await asyncio.shield(
-        _mark_done(store, event, handler, claim, policy.done_ttl, patience=limit * DONE_PATIENCE)
+    marked = await _mark_done(
+        store, event, handler, claim, policy.done_ttl, patience=limit * DONE_PATIENCE
     )
     if not marked:
         log.error("dedup.lease_lost", call_id=event.call_id, handler=handler.name,
@@ -267,23 +265,44 @@ async def _mark_done(
     store: DedupStore, event: Event, handler: Handler, claim: Claim, ttl: float, patience: float
 ) -> bool:
     """The handler succeeded: its done mark should land, or another copy of the callback
-    could run it again. Ride out a short store outage (a Redis restart). Past that the mark
-    is lost: a retry copy of this message still skips the handler (its ``settled`` list),
-    but a plain broker redelivery would run it again. False: the store refused the mark,
-    another worker took the claim over after ours lapsed (see :meth:`DedupStore.done`)."""
+    could run it again. A shutdown that cancels us now must not keep the mark from landing
+    (the redelivery would run the handler again): the first attempt's write is queued before
+    it first yields (:class:`~worker.redis_batch.ScriptBatcher`: a cancelled caller's call
+    still goes out), and the retries through a short store outage (a Redis restart) run
+    shielded. Past the patience the mark is lost: a retry copy of this message still skips
+    the handler (its ``settled`` list), but a plain broker redelivery would run it again.
+    False: the store refused the mark, another worker took the claim over after ours lapsed
+    (see :meth:`DedupStore.done`)."""
+    try:  # the usual path, without the task a shield costs
+        return await store.done(event.dedup_key, handler.name, claim, ttl)
+    except DedupUnavailable as exc:
+        retried = _retry_mark(store, event, handler, claim, ttl, patience, exc)
+    return await asyncio.shield(retried)
+
+
+async def _retry_mark(
+    store: DedupStore,
+    event: Event,
+    handler: Handler,
+    claim: Claim,
+    ttl: float,
+    patience: float,
+    error: DedupUnavailable,
+) -> bool:
     delay = 0.05
     deadline = time.monotonic() + patience
     while True:
+        if time.monotonic() + delay > deadline:
+            log.error("dedup.mark_lost", handler=handler.name, error_type=type(error).__name__,
+                      error=str(error), exc_info=error)  # fmt: skip
+            return True  # not refused: lost; nothing more can be known
+        log.warning("dedup.mark_retry", handler=handler.name, error=str(error))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
         try:
             return await store.done(event.dedup_key, handler.name, claim, ttl)
         except DedupUnavailable as exc:
-            if time.monotonic() + delay > deadline:
-                log.error("dedup.mark_lost", handler=handler.name, error_type=type(exc).__name__,
-                          error=str(exc), exc_info=exc)  # fmt: skip
-                return True  # not refused: lost; nothing more can be known
-            log.warning("dedup.mark_retry", handler=handler.name, error=str(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            error = exc
 
 
 async def _release_quietly(store: DedupStore, event: Event, handler: str, claim: Claim) -> None:
