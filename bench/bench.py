@@ -61,6 +61,7 @@ async def run_rounds(bench: Bench, config: Config) -> dict[str, list[Result]]:
     for r in range(config.rounds):
         order = names[(r * step) % len(names) :] + names[: (r * step) % len(names)]
         for name in order:
+            busy_at_start = await procs.quiet()  # not the previous row's leftovers
             started = time.monotonic()
             window = procs.CpuWindow.begin()
             try:
@@ -71,6 +72,7 @@ async def run_rounds(bench: Bench, config: Config) -> dict[str, list[Result]]:
             finally:
                 await bench.stop_all()
             result.extra["cpu_percent"] = window.end()
+            result.extra["busy_cores_at_start"] = round(busy_at_start, 2)
             results[name].append(result)
             log(
                 f"round {r + 1}/{config.rounds} {name}: {result.value:,.0f} "

@@ -82,6 +82,25 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+#: Before each row the machine should be this idle (all cores, core-seconds per second) ...
+QUIET_CORES = 0.2
+#: ... over windows this long, waited for at most this long: a row must not pay for what the
+#: previous one left running (RabbitMQ deleting a queue of 100,000 messages, say).
+QUIET_WINDOW, QUIET_PATIENCE = 0.5, 20.0
+
+
+async def quiet() -> float:
+    """Wait until the machine is idle (:data:`QUIET_CORES`), or :data:`QUIET_PATIENCE`
+    passed; answer the busy cores of the last window (what the row started on)."""
+    deadline = time.monotonic() + QUIET_PATIENCE
+    while True:
+        before, started = machine_busy_seconds(), time.monotonic()
+        await asyncio.sleep(QUIET_WINDOW)
+        busy = (machine_busy_seconds() - before) / (time.monotonic() - started)
+        if busy <= QUIET_CORES or time.monotonic() > deadline:
+            return busy
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -3,8 +3,8 @@
 The JSON line is rendered by orjson straight to bytes and written to ``sys.stdout.buffer``;
 loggers are cached on first use, so a log call costs one pass through the processors and
 one write. Per-callback context (``call_id``, ``event_name``) is passed as fields on the
-ingress's hot path and bound with ``bound_contextvars`` by the worker. A last processor
-redacts any field whose name says it holds a secret, so a careless
+ingress's hot path and bound by the worker (``bind_contextvars``, reset by token). A last
+processor redacts any field whose name says it holds a secret, so a careless
 ``log.info(..., security=...)`` cannot leak one.
 
 A failure line passes ``exc_info=error``; :func:`traceback_of` renders it into the
