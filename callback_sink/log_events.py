@@ -98,9 +98,11 @@ def scan(root: Path = PACKAGE) -> list[Site]:
 def sites_in(source: str, where: str = "<code>") -> list[Site]:
     """The logging calls of one module: ``<logger>.<level>("event", …)`` where ``<logger>`` is
     a module-level ``name = logs.get("component")``, and calls of a module function that logs
-    through ``getattr(<logger>, LEVELS[outcome])(event, …)``."""
+    through ``getattr(<logger>, LEVELS[outcome])(event, …)``, and calls ``name(…)`` of a
+    module-level ``name = logs.HotLine("component", "event")`` (an info line)."""
     tree = ast.parse(source)
     loggers = _loggers(tree)
+    hot = _hot_lines(tree)
     wrappers = _wrappers(tree, loggers)
     scopes = _scopes(tree)
     found = []
@@ -117,6 +119,9 @@ def sites_in(source: str, where: str = "<code>") -> list[Site]:
             fields = _fields(node, scopes.get(id(node), tree))
             found.append(Site(str(_text(node.args[0])), METHODS[func.attr], fields,
                               loggers[func.value.id], at))  # fmt: skip
+        elif isinstance(func, ast.Name) and func.id in hot:
+            fields, (component, name) = _fields(node, scopes.get(id(node), tree)), hot[func.id]
+            found.append(Site(name, "info", fields, component, at))
         elif isinstance(func, ast.Name) and func.id in wrappers and len(node.args) >= 2:
             event = _text(node.args[1])
             if event is None:
@@ -144,6 +149,20 @@ def _loggers(tree: ast.Module) -> dict[str, str]:
                 for target in node.targets:
                     if isinstance(target, ast.Name) and component is not None:
                         found[target.id] = component
+    return found
+
+
+def _hot_lines(tree: ast.Module) -> dict[str, tuple[str, str]]:
+    """Module-level ``name = logs.HotLine("component", "event")``: name → (component, event)."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(call := node.value, ast.Call):
+            texts = [_text(arg) for arg in call.args]
+            if ast.unparse(call.func) in ("logs.HotLine", "HotLine") and len(texts) == 2:
+                component, event = texts
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and component and event:
+                        found[target.id] = (component, event)
     return found
 
 

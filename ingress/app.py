@@ -53,6 +53,8 @@ from callback_sink.sink.settings import Settings
 from callback_sink.sink.topology import Topology
 
 log = logs.get("ingress")
+#: ``callback.accepted``, once per callback: rendered in one step (:class:`logs.HotLine`).
+accepted_line = logs.HotLine("ingress", "callback.accepted")
 
 SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -201,8 +203,7 @@ async def receive(request: web.Request) -> web.Response:
     if edge.settings.log_accepted:  # SINK_LOG_ACCEPTED=false: the metrics count it
         event = accepted.event
         extra = {"broker_error": accepted.broker_error} if accepted.broker_error else {}
-        log.info(
-            "callback.accepted",
+        accepted_line(
             call_id=event.call_id,
             event_name=event.name,
             status=200,

@@ -16,6 +16,7 @@ callback's body or a secret.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 import traceback
@@ -114,6 +115,11 @@ def _logger_factory(*_: Any) -> StdoutBytesLogger:
 _PROCESSORS: list[Any] = []
 
 
+#: The JSON renderer :func:`configure` installed last, and the least level it lets through:
+#: a :class:`HotLine` renders itself only while that renderer ends the chain.
+_JSON: dict[str, Any] = {"renderer": None, "level": logging.INFO}
+
+
 def configure(log_format: str = "json", level: str = "info") -> None:
     """Configure structlog for the whole process; call once at start-up."""
     renderer: Any
@@ -121,6 +127,8 @@ def configure(log_format: str = "json", level: str = "info") -> None:
         renderer = structlog.dev.ConsoleRenderer()
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    _JSON["renderer"] = None if log_format == "console" else renderer
+    _JSON["level"] = logging.getLevelNamesMapping()[level.upper()]
     _PROCESSORS[:] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -142,3 +150,36 @@ def configure(log_format: str = "json", level: str = "info") -> None:
 def get(name: str) -> Any:
     """A logger tagged with the component that writes through it."""
     return structlog.get_logger(component=name)
+
+
+_STDOUT = StdoutBytesLogger()
+_UTC = datetime.UTC
+
+
+class HotLine:
+    """One info line written per callback on a hot path (``callback.accepted``), rendered in
+    one step: the line :func:`get`'s logger would write, byte for byte bar the time stamp
+    (the same fields in the same order: component, the fields, event, the bound context,
+    level, timestamp; secret-named fields redacted), without structlog's per-call machinery
+    and its six processor calls (about 4 µs of the 6 a line costs). While the chain is not
+    the JSON one :func:`configure` built (the console format, ``capture_logs`` in a test),
+    it goes through the logger as any line. No ``exc_info``: a failure is never hot."""
+
+    def __init__(self, component: str, event: str) -> None:
+        self.component = component
+        self.event = event
+        self._log = get(component)
+
+    def __call__(self, **fields: Any) -> None:
+        renderer = _JSON["renderer"]
+        if renderer is None or not _PROCESSORS or _PROCESSORS[-1] is not renderer:
+            self._log.info(self.event, **fields)
+            return
+        if _JSON["level"] > logging.INFO:
+            return
+        line = {"component": self.component, **fields, "event": self.event}
+        structlog.contextvars.merge_contextvars(None, "info", line)
+        line["level"] = "info"
+        line["timestamp"] = datetime.datetime.now(_UTC).isoformat().replace("+00:00", "Z")
+        _redact(None, "info", line)
+        _STDOUT.msg(_dumps(line))
