@@ -4,11 +4,18 @@ uvloop's loop is a drop-in replacement written in Cython over libuv; on the ingr
 (accept, read, write, timers) it takes a good share of the per-request CPU off. ``SINK_LOOP``
 picks: ``auto`` (uvloop if importable), ``uvloop`` (required), ``asyncio`` (the pure-Python
 path, kept tested).
+
+Before the loop starts, :func:`gc.freeze` moves every object alive then (the modules, classes
+and functions imported at start-up: most of a process's objects) out of the collector's
+reach: a full collection no longer walks them. In a worker under load full collections came
+every few seconds and each paused everything for up to 170 ms, in the tail of every
+callback in flight (15 ms at most after; see ``docs/explanation/performance-round2.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -36,5 +43,6 @@ def loop_factory(name: str) -> LoopFactory | None:
 
 def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
     """``asyncio.run(main)`` on the loop ``SINK_LOOP`` names."""
+    gc.freeze()  # what start-up imported is never scanned again
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
         return runner.run(main)

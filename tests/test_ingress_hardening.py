@@ -5,6 +5,7 @@ bounded number of requests, and the over-cap 503 is answered under both event lo
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -160,6 +161,17 @@ async def test_a_connection_over_the_cap_gets_the_canned_503_under_each_event_lo
     answer = await asyncio.to_thread(eventloop.run, scenario(), loop)
     assert answer.startswith(b"HTTP/1.1 503")
     assert answer.endswith(b'{"error":"overloaded"}')
+
+
+def test_the_loop_starts_with_the_start_up_objects_out_of_the_collectors_reach() -> None:
+    async def frozen() -> int:
+        return gc.get_freeze_count()
+
+    gc.unfreeze()  # whatever an earlier test froze
+    try:
+        assert eventloop.run(frozen(), "asyncio") > 10_000  # the modules imported, and more
+    finally:
+        gc.unfreeze()
 
 
 async def test_readiness_is_false_while_the_supervisor_reports_a_crash_loop(
