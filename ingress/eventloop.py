@@ -43,6 +43,7 @@ def loop_factory(name: str) -> LoopFactory | None:
 
 def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
     """``asyncio.run(main)`` on the loop ``SINK_LOOP`` names."""
+    gc.collect()  # start-up garbage is freed, not frozen
     gc.freeze()  # what start-up imported is never scanned again
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
         return runner.run(main)

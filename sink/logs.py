@@ -161,7 +161,7 @@ class HotLine:
     one step: the line :func:`get`'s logger would write, byte for byte bar the time stamp
     (the same fields in the same order: component, the fields, event, the bound context,
     level, timestamp; secret-named fields redacted), without structlog's per-call machinery
-    and its six processor calls (about 4 µs of the 6 a line costs). While the chain is not
+    and its six processor calls (about 2 µs of the 5.5 a line costs). While the chain is not
     the JSON one :func:`configure` built (the console format, ``capture_logs`` in a test),
     it goes through the logger as any line. No ``exc_info``: a failure is never hot."""
 
@@ -182,4 +182,4 @@ class HotLine:
         line["level"] = "info"
         line["timestamp"] = datetime.datetime.now(_UTC).isoformat().replace("+00:00", "Z")
         _redact(None, "info", line)
-        _STDOUT.msg(_dumps(line))
+        _STDOUT.msg(renderer(None, "info", line))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -161,6 +161,13 @@ async def test_a_connection_over_the_cap_gets_the_canned_503_under_each_event_lo
     answer = await asyncio.to_thread(eventloop.run, scenario(), loop)
     assert answer.startswith(b"HTTP/1.1 503")
     assert answer.endswith(b'{"error":"overloaded"}')
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen() -> Iterator[None]:
+    """``eventloop.run`` freezes the heap it starts on: not the test process's, past a test."""
+    yield
+    gc.unfreeze()
 
 
 def test_the_loop_starts_with_the_start_up_objects_out_of_the_collectors_reach() -> None:

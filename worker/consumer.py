@@ -316,7 +316,7 @@ class Worker:
                 self._store_unreachable(ran)
             return ran
 
-        # bound by token and reset: bound_contextvars() copies the whole context, twice
+        # bound by token and reset: bound_contextvars() copies the whole context first
         tokens = bind_contextvars(call_id=event.call_id, event_name=event.name,
                                   **replay_of(message))  # fmt: skip
         try:

@@ -269,14 +269,17 @@ async def _mark_done(
     (the redelivery would run the handler again): the first attempt's write is queued before
     it first yields (:class:`~worker.redis_batch.ScriptBatcher`: a cancelled caller's call
     still goes out), and the retries through a short store outage (a Redis restart) run
-    shielded. Past the patience the mark is lost: a retry copy of this message still skips
+    shielded. Not covered: a first write cancelled in flight that then fails is not retried
+    (the old shield task retried it for the shutdown's grace period). Past the patience the
+    mark is lost: a retry copy of this message still skips
     the handler (its ``settled`` list), but a plain broker redelivery would run it again.
     False: the store refused the mark, another worker took the claim over after ours lapsed
     (see :meth:`DedupStore.done`)."""
+    deadline = time.monotonic() + patience
     try:  # the usual path, without the task a shield costs
         return await store.done(event.dedup_key, handler.name, claim, ttl)
     except DedupUnavailable as exc:
-        retried = _retry_mark(store, event, handler, claim, ttl, patience, exc)
+        retried = _retry_mark(store, event, handler, claim, ttl, deadline, exc)
     return await asyncio.shield(retried)
 
 
@@ -286,11 +289,10 @@ async def _retry_mark(
     handler: Handler,
     claim: Claim,
     ttl: float,
-    patience: float,
+    deadline: float,
     error: DedupUnavailable,
 ) -> bool:
     delay = 0.05
-    deadline = time.monotonic() + patience
     while True:
         if time.monotonic() + delay > deadline:
             log.error("dedup.mark_lost", handler=handler.name, error_type=type(error).__name__,
