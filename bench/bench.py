@@ -61,7 +61,7 @@ async def run_rounds(bench: Bench, config: Config) -> dict[str, list[Result]]:
     for r in range(config.rounds):
         order = names[(r * step) % len(names) :] + names[: (r * step) % len(names)]
         for name in order:
-            busy_at_start = await procs.quiet()  # not the previous row's leftovers
+            busy_at_start = await procs.quiet(name)  # not the previous row's leftovers
             started = time.monotonic()
             window = procs.CpuWindow.begin()
             try:

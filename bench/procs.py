@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,15 +90,24 @@ QUIET_CORES = 0.2
 QUIET_WINDOW, QUIET_PATIENCE = 0.5, 20.0
 
 
-async def quiet() -> float:
+async def quiet(what: str = "row") -> float:
     """Wait until the machine is idle (:data:`QUIET_CORES`), or :data:`QUIET_PATIENCE`
-    passed; answer the busy cores of the last window (what the row started on)."""
+    passed, which is said on standard error (``what`` starts on a busy machine); answer the
+    busy cores of the last window (what the step started on)."""
     deadline = time.monotonic() + QUIET_PATIENCE
     while True:
         before, started = machine_busy_seconds(), time.monotonic()
         await asyncio.sleep(QUIET_WINDOW)
         busy = (machine_busy_seconds() - before) / (time.monotonic() - started)
-        if busy <= QUIET_CORES or time.monotonic() > deadline:
+        if busy <= QUIET_CORES:
+            return busy
+        if time.monotonic() > deadline:
+            print(
+                f"bench: {what} starts on a busy machine: {busy:.2f} cores still busy "
+                f"after {QUIET_PATIENCE:.0f} s (see busy_cores_at_start)",
+                file=sys.stderr,
+                flush=True,
+            )
             return busy
 
 

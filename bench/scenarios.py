@@ -233,13 +233,16 @@ class Bench(Harness):
                 await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
             # 1. the maximum: closed loop, then until the worker handled every one
             run_dir = self.body_dir(f"{prefix}-max", self.bodies_for(config.duration))
-            started = time.monotonic()
+            started, machine_before = time.monotonic(), procs.machine_busy_seconds()
             summary = await self.run_wrk(url, run_dir, config.duration, config.limit)
             self.distinct(summary, ingress)
             accepted += summary["ok"]
             non_200 += summary["non_200"]
             await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
             max_rate = summary["ok"] / max(handled.times[-1] - started, 1e-9)
+            # what a callback costs the whole machine (wrk's share included) at the maximum,
+            # where everything batches; the open-loop levels report the same figure
+            max_cpu_us = 1e6 * (procs.machine_busy_seconds() - machine_before) / summary["ok"]
             log(f"e2e: maximum {max_rate:,.0f} callbacks/s (ingress alone {summary['rate']:,.0f})")
             # 2. open loop at fractions of it
             levels: dict[str, Any] = {}
@@ -247,6 +250,8 @@ class Bench(Harness):
                 rate = max(10.0, fraction * max_rate)
                 count = 100 if config.limit else int(rate * config.level_seconds)
                 tag = f"{prefix}-l{int(fraction * 100)}"
+                # not the previous level's leftovers (the broker still settling its acks)
+                busy_at_start = await procs.quiet(f"e2e level {fraction:.0%}")
                 out = self.work / f"{tag}.json"
                 sender = await self.start(
                     "openloop",
@@ -263,7 +268,8 @@ class Bench(Harness):
                 accepted += ok
                 non_200 += count - ok
                 await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
-                levels[f"{fraction:.0%}"] = latency_level(run, handled, rate)
+                level = levels[f"{fraction:.0%}"] = latency_level(run, handled, rate)
+                level["busy_cores_at_start"] = round(busy_at_start, 2)
             ingress.sample()
             worker.sample()
             await self.stop(ingress)
@@ -278,7 +284,12 @@ class Bench(Harness):
                 lost=max(0, accepted - len(handled.keys)),
                 twice=handled.twice,
                 peak_rss_mib=rss,
-                extra={"levels": levels, "max_wrk": summary, "ingress_processes": processes},
+                extra={
+                    "levels": levels,
+                    "max_wrk": summary,
+                    "ingress_processes": processes,
+                    "max_machine_cpu_us_per_callback": max_cpu_us,
+                },
             )
         finally:
             await cleanup(prefix)
@@ -304,6 +315,10 @@ def latency_level(run: dict[str, Any], handled: procs.Handled, rate: float) -> d
         "answer_ms": {"p50": pct(answers, 50), "p99": pct(answers, 99)},
         "send_lag_ms": {"p50": pct(lags, 50), "p99": pct(lags, 99)},
         "sender_cpu_percent": 100 * run["cpu_seconds"] / max(run["wall_seconds"], 1e-9),
+        # the whole machine meanwhile (all processes, the sender's included): how close to
+        # saturated this rate runs it, and what a callback costs it at this rate
+        "machine_cores": run["machine_busy_seconds"] / max(run["wall_seconds"], 1e-9),
+        "machine_cpu_us_per_callback": 1e6 * run["machine_busy_seconds"] / max(len(run["due"]), 1),
     }
 
 

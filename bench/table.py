@@ -149,15 +149,18 @@ def e2e_levels(
         sent = median([v["sent_rate"] for v in lv])
         lag = median([v["send_lag_ms"]["p99"] or 0 for v in lv])
         cpu = median([v["sender_cpu_percent"] for v in lv])
+        cores = median([v.get("machine_cores", float("nan")) for v in lv])
         n += 1
         lines.append(
             f"| {n} | end to end at {name} of max | open loop, Python (lag p99 "
-            f"{lag:.1f} ms, {cpu:.0f} % CPU) | {fmt(sent, ' cb/s')} | | "
+            f"{lag:.1f} ms, {cpu:.0f} % CPU; machine {cores:.2f} cores busy) | "
+            f"{fmt(sent, ' cb/s')} | | "
             f"{p50:.1f} / {p99:.1f} | | | | | | | |"
         )
         every = [v["e2e_ms"]["p99"] or float("nan") for v in lv]
         summary["rows"][f"e2e-{name}"] = {
             "sent_rate": sent, "p50_ms": p50, "p99_ms": p99, "p99_ms_every_round": every,
+            "machine_cores": cores,
         }  # fmt: skip
     return n
 
