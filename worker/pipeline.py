@@ -269,8 +269,9 @@ async def _mark_done(
     (the redelivery would run the handler again): the first attempt's write is queued before
     it first yields (:class:`~worker.redis_batch.ScriptBatcher`: a cancelled caller's call
     still goes out), and the retries through a short store outage (a Redis restart) run
-    shielded. Not covered: a first write cancelled in flight that then fails is not retried
-    (the old shield task retried it for the shutdown's grace period). Past the patience the
+    shielded. Cancelled while that first write is in flight (it may yet fail), we write the
+    mark again, shielded, before giving in to the cancel: a second write of a mark that
+    landed is refused and changes nothing. Past the patience the
     mark is lost: a retry copy of this message still skips
     the handler (its ``settled`` list), but a plain broker redelivery would run it again.
     False: the store refused the mark, another worker took the claim over after ours lapsed
@@ -280,7 +281,19 @@ async def _mark_done(
         return await store.done(event.dedup_key, handler.name, claim, ttl)
     except DedupUnavailable as exc:
         retried = _retry_mark(store, event, handler, claim, ttl, deadline, exc)
+    except asyncio.CancelledError:
+        await asyncio.shield(_mark_again(store, event, handler, claim, ttl, deadline))
+        raise
     return await asyncio.shield(retried)
+
+
+async def _mark_again(
+    store: DedupStore, event: Event, handler: Handler, claim: Claim, ttl: float, deadline: float
+) -> None:
+    try:
+        await store.done(event.dedup_key, handler.name, claim, ttl)
+    except DedupUnavailable as exc:
+        await _retry_mark(store, event, handler, claim, ttl, deadline, exc)
 
 
 async def _retry_mark(
