@@ -57,9 +57,12 @@ class _Conn(asyncio.Protocol):
             self.waiter.set_result(-1)
 
     def data_received(self, data: bytes) -> None:
+        if self.waiter is None:  # nothing was asked: not an answer to trust on this one
+            self.give_up()
+            return
         self.buffer += data
         head_end = self.buffer.find(b"\r\n\r\n")
-        if head_end < 0 or self.waiter is None:
+        if head_end < 0:
             return
         head = self.buffer[:head_end].split(b"\r\n")
         length = 0
@@ -83,7 +86,7 @@ class _Conn(asyncio.Protocol):
         if not waiter.done():
             waiter.set_result(status)
 
-    def timed_out(self) -> None:
+    def give_up(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(-1)
         self.closed = True
@@ -92,9 +95,11 @@ class _Conn(asyncio.Protocol):
 
     async def request(self, raw: bytes, patience: float) -> int:
         assert self.transport is not None
+        if self.closed:  # closed by the server before we could ask
+            return -1
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
-        timer = loop.call_later(patience, self.timed_out)
+        timer = loop.call_later(patience, self.give_up)
         self.transport.write(raw)
         try:
             return await self.waiter
@@ -130,7 +135,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 if conn is None:
                     _, conn = await loop.create_connection(_Conn, host, port)
                 status[i] = await conn.request(requests[i], 30.0)
-            except (OSError, TimeoutError, ValueError, IndexError):
+            except OSError:  # refused; a garbled answer closes the connection: -1 as well
                 status[i] = -1
             answer_ms[i] = (time.monotonic() - due[i]) * 1000
             if conn is not None and not conn.closed and status[i] > 0:
@@ -146,9 +151,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     gc.freeze()
     gc.disable()
     cpu_before = time.process_time()
-    machine_before = procs.machine_busy_seconds()
     start = time.monotonic() + 0.2
     interval = 1.0 / args.rate
+    await asyncio.sleep(0.2)
+    machine_before = procs.machine_busy_seconds()
     for i in range(args.count):
         due[i] = start + i * interval
         delay = due[i] - time.monotonic()

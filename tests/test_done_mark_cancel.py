@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from structlog.testing import capture_logs
 
 from callback_sink.sink.errors import DedupUnavailable
 from callback_sink.worker.dedup import Claim, ClaimRequest, MemoryStore, State
@@ -24,12 +25,14 @@ KEY, HANDLER = "call-1", "audit"
 
 class HeldFirstWrite(MemoryStore):
     """``done``'s first write waits for its answer (``answer``); ``lands`` says whether that
-    write reached the store before the answer; ``fail_next`` writes after it fail."""
+    write reached the store before the answer; ``fail_next`` writes after it fail with an
+    outage, and ``broken`` makes them raise something else (a store closed under us)."""
 
-    def __init__(self, lands: bool, fail_next: int = 0) -> None:
+    def __init__(self, lands: bool, fail_next: int = 0, broken: bool = False) -> None:
         super().__init__()
         self.lands = lands
         self.fail_next = fail_next
+        self.broken = broken
         self.writes = 0
         self.in_flight = asyncio.Event()
         self.answer = asyncio.Event()
@@ -41,6 +44,8 @@ class HeldFirstWrite(MemoryStore):
             self.in_flight.set()
             await self.answer.wait()
             return landed
+        if self.broken:
+            raise RuntimeError("the store is closed")
         if self.fail_next:
             self.fail_next -= 1
             raise DedupUnavailable("redis: Connection reset by peer")
@@ -90,8 +95,19 @@ async def test_a_second_cancel_leaves_the_shielded_write_running() -> None:
     store = HeldFirstWrite(lands=False, fail_next=1)
     task = await _cancel_in_flight(store)
     await until(lambda: store.writes >= 2)  # the retry is under way, waiting out the outage
-    task.cancel()  # the shutdown's grace has passed too
+    task.cancel()  # cancelled again: the shielded write goes on without its caller
     with pytest.raises(asyncio.CancelledError):
         await task
     await until(lambda: store.writes == 3)
     assert (await _claim(store)).state is State.DONE
+
+
+async def test_a_second_write_that_breaks_is_logged_and_the_cancel_still_goes_on() -> None:
+    store = HeldFirstWrite(lands=False, broken=True)
+    with capture_logs() as logs:
+        task = await _cancel_in_flight(store)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    lost = [e for e in logs if e["event"] == "dedup.mark_lost"]
+    assert len(lost) == 1 and lost[0]["error_type"] == "RuntimeError"
+    assert lost[0]["log_level"] == "error" and lost[0]["handler"] == HANDLER

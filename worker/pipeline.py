@@ -271,7 +271,9 @@ async def _mark_done(
     still goes out), and the retries through a short store outage (a Redis restart) run
     shielded. Cancelled while that first write is in flight (it may yet fail), we write the
     mark again, shielded, before giving in to the cancel: a second write of a mark that
-    landed is refused and changes nothing. Past the patience the
+    landed is refused and changes nothing. That write and its retries hold the cancel back
+    for up to the patience; a worker that stops meanwhile closes the store after its grace
+    (``CANCEL_GRACE``), and the mark is lost with it. Past the patience the
     mark is lost: a retry copy of this message still skips
     the handler (its ``settled`` list), but a plain broker redelivery would run it again.
     False: the store refused the mark, another worker took the claim over after ours lapsed
@@ -290,10 +292,16 @@ async def _mark_done(
 async def _mark_again(
     store: DedupStore, event: Event, handler: Handler, claim: Claim, ttl: float, deadline: float
 ) -> None:
+    """The mark once more, for a cancelled caller: nobody may be left to hear how it went
+    (cancelled twice), so a failure other than an outage is logged here, never raised."""
     try:
-        await store.done(event.dedup_key, handler.name, claim, ttl)
-    except DedupUnavailable as exc:
-        await _retry_mark(store, event, handler, claim, ttl, deadline, exc)
+        try:
+            await store.done(event.dedup_key, handler.name, claim, ttl)
+        except DedupUnavailable as exc:
+            await _retry_mark(store, event, handler, claim, ttl, deadline, exc)
+    except Exception as exc:  # a store closed under us at shutdown, say
+        log.error("dedup.mark_lost", handler=handler.name, error_type=type(exc).__name__,
+                  error=str(exc), exc_info=exc)  # fmt: skip
 
 
 async def _retry_mark(
