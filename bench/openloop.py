@@ -79,19 +79,20 @@ class _Conn(asyncio.Protocol):
         self.buffer = self.buffer[head_end + 4 + length :]
         status = int(head[0].split(b" ", 2)[1])
         if close:
-            self.closed = True
-            assert self.transport is not None
-            self.transport.close()
+            self.close()
         waiter, self.waiter = self.waiter, None
         if not waiter.done():
             waiter.set_result(status)
 
-    def give_up(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(-1)
+    def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def give_up(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(-1)
+        self.close()
 
     async def request(self, raw: bytes, patience: float) -> int:
         assert self.transport is not None
@@ -140,8 +141,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             answer_ms[i] = (time.monotonic() - due[i]) * 1000
             if conn is not None and not conn.closed and status[i] > 0:
                 idle.append(conn)
-            elif conn is not None and conn.transport is not None:
-                conn.transport.close()
+            elif conn is not None:
+                conn.close()
 
     tasks = []
     # No collection while measuring: a full one paused this process for 15-40 ms, and every
@@ -167,8 +168,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     machine = procs.machine_busy_seconds() - machine_before
     gc.enable()
     for conn in idle:
-        if conn.transport is not None:
-            conn.transport.close()
+        conn.close()
     return {
         "call_ids": [f"{args.tag}-{i}" for i in range(args.count)],
         "due": due,

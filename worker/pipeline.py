@@ -300,8 +300,7 @@ async def _mark_again(
         except DedupUnavailable as exc:
             await _retry_mark(store, event, handler, claim, ttl, deadline, exc)
     except Exception as exc:  # a store closed under us at shutdown, say
-        log.error("dedup.mark_lost", handler=handler.name, error_type=type(exc).__name__,
-                  error=str(exc), exc_info=exc)  # fmt: skip
+        _mark_lost(handler, exc)
 
 
 async def _retry_mark(
@@ -316,8 +315,7 @@ async def _retry_mark(
     delay = 0.05
     while True:
         if time.monotonic() + delay > deadline:
-            log.error("dedup.mark_lost", handler=handler.name, error_type=type(error).__name__,
-                      error=str(error), exc_info=error)  # fmt: skip
+            _mark_lost(handler, error)
             return True  # not refused: lost; nothing more can be known
         log.warning("dedup.mark_retry", handler=handler.name, error=str(error))
         await asyncio.sleep(delay)
@@ -326,6 +324,11 @@ async def _retry_mark(
             return await store.done(event.dedup_key, handler.name, claim, ttl)
         except DedupUnavailable as exc:
             error = exc
+
+
+def _mark_lost(handler: Handler, error: Exception) -> None:
+    log.error("dedup.mark_lost", handler=handler.name, error_type=type(error).__name__,
+              error=str(error), exc_info=error)  # fmt: skip
 
 
 async def _release_quietly(store: DedupStore, event: Event, handler: str, claim: Claim) -> None:
