@@ -10,6 +10,16 @@ on the hot path. Run as a child process by ``bench.py``; prints one JSON line on
 - ``consume``: consume ``--count`` messages from the work queue with ``--prefetch``, ack each
   one (after one Redis ``SET NX PX`` per message with ``--redis``). Measured: messages/s from
   the first delivery to the last ack.
+
+The floor under the end-to-end row (:mod:`floor`), the same path as the sink's with nothing
+of the sink on it; both run until stopped:
+
+- ``serve``: an aiohttp app (one process) whose POST parses the JSON body, checks its MD5
+  ``security`` and publishes it persistent and mandatory to the sink's topic exchange,
+  answering 200 once the broker confirmed it; no logs, spool, limits or metrics.
+- ``handle``: consume the work queue with ``--prefetch``; per message one Redis
+  ``SET NX PX`` (``--redis``), an ack, and the counting handler's line on standard error
+  (``bench-handled N T CALL_ID KEY``), so that the benchmark times it as it times the worker.
 """
 
 from __future__ import annotations
@@ -17,7 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import itertools
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,6 +40,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 import aio_pika  # noqa: E402
 import bodies  # noqa: E402
 import orjson  # noqa: E402
+from procs import HANDLED  # noqa: E402
 
 from callback_sink.sink import headers  # noqa: E402
 from callback_sink.sink.events import decode  # noqa: E402
@@ -166,9 +180,84 @@ async def consume(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+async def serve(args: argparse.Namespace) -> dict[str, object]:
+    from aiohttp import web
+
+    connection, exchange = await _connect(args.url, args.prefix)
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            doc = orjson.loads(body)
+            call_id, timestamp, security = doc["callId"], doc["timestamp"], doc["security"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return web.Response(status=400)
+        expected = hashlib.md5(f"{call_id}{SECRET}{timestamp}".encode()).hexdigest()
+        if security != expected:
+            return web.Response(status=401)
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            message_id=str(call_id),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        confirmation = await exchange.publish(  # type: ignore[attr-defined]
+            message, routing_key="callback", mandatory=True
+        )
+        if type(confirmation).__name__ != "Ack":
+            return web.Response(status=503)
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/callbacks", receive)
+    app.router.add_get("/readyz", lambda _: asyncio.sleep(0, web.Response(text="ok")))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", args.port).start()
+    await until_stopped()
+    await runner.cleanup()
+    await connection.close()
+    return {}
+
+
+async def handle(args: argparse.Namespace) -> dict[str, object]:
+    import redis.asyncio as aioredis
+
+    redis = aioredis.Redis.from_url(args.redis)
+    await redis.ping()
+    connection = await aio_pika.connect(args.url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=args.prefetch)
+    queue = await channel.get_queue(Topology(args.prefix).work_queue, ensure=False)
+    count = itertools.count(1)
+    key_prefix = f"{args.prefix}:floor:"
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        key = f"{key_prefix}{message.message_id}"
+        await redis.set(key, b"1", nx=True, px=600_000)
+        await message.ack()
+        sys.stderr.write(
+            f"{HANDLED} {next(count)} {time.monotonic():.6f} {message.message_id} {key}\n"
+        )
+
+    await queue.consume(on_message)
+    await until_stopped()
+    await connection.close()
+    await redis.aclose()
+    return {}
+
+
+async def until_stopped() -> None:
+    stopped = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
+    await stopped.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["publish", "fill", "consume"])
+    parser.add_argument("mode", choices=["publish", "fill", "consume", "serve", "handle"])
+    parser.add_argument("--port", type=int, default=0, help="serve: the HTTP port")
     parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--tag", default="bare")
@@ -184,7 +273,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "fill":
         args.bodies = args.count
-    runner = consume if args.mode == "consume" else publish
+    runners = {"consume": consume, "serve": serve, "handle": handle}
+    runner = runners.get(args.mode, publish)
     if loop_name() == "uvloop":
         import uvloop
 

@@ -8,13 +8,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import procs
 from common import (
     AMQP_URL,
     BENCH,
     CLI,
     DRAIN_TIMEOUT,
+    FLOOR_FRACTION,
     PARTITIONS,
     PYTHON,
     REDIS_URL,
@@ -26,6 +26,7 @@ from common import (
     new_prefix,
 )
 from harness import Harness, rss_role
+from levels import floor_level, run_level
 from services import cleanup, queue_depth, settled_depth
 from tooling import ensure_alt_venv, ingress_command
 
@@ -250,26 +251,11 @@ class Bench(Harness):
                 rate = max(10.0, fraction * max_rate)
                 count = 100 if config.limit else int(rate * config.level_seconds)
                 tag = f"{prefix}-l{int(fraction * 100)}"
-                # not the previous level's leftovers (the broker still settling its acks)
-                busy_at_start = await procs.quiet(f"e2e level {fraction:.0%}")
-                out = self.work / f"{tag}.json"
-                sender = await self.start(
-                    "openloop",
-                    [
-                        *(PYTHON, str(BENCH / "openloop.py"), "--url", url),
-                        *("--rate", f"{rate:.1f}", "--count", str(count)),
-                        *("--tag", tag, "--out", str(out)),
-                    ],
-                    env,
+                levels[f"{fraction:.0%}"], total = await run_level(
+                    self, url, rate, count, tag, env, (worker, handled), accepted
                 )
-                await sender.wait(config.level_seconds + DRAIN_TIMEOUT)
-                run = orjson.loads(out.read_bytes())
-                ok = sum(1 for s in run["status"] if s == 200)
-                accepted += ok
-                non_200 += count - ok
-                await handled.wait_for(accepted, worker, DRAIN_TIMEOUT, idle=10.0)
-                level = levels[f"{fraction:.0%}"] = latency_level(run, handled, rate)
-                level["busy_cores_at_start"] = round(busy_at_start, 2)
+                non_200 += count - (total - accepted)
+                accepted = total
             ingress.sample()
             worker.sample()
             await self.stop(ingress)
@@ -277,6 +263,10 @@ class Bench(Harness):
             await self.stop(worker)
             handled.poll()
             rss = rss_role(ingress) | rss_role(worker)
+            # the floor at the 50 % level's rate, the sink stopped (levels.py)
+            rate = max(10.0, FLOOR_FRACTION * max_rate)
+            count = 100 if config.limit else int(rate * config.level_seconds)
+            floor = await floor_level(self, rate, count)
             return Result(
                 value=max_rate,
                 generator=f"wrk {WRK_THREADS}t/{config.connections}c, then open loop (Python)",
@@ -284,43 +274,15 @@ class Bench(Harness):
                 lost=max(0, accepted - len(handled.keys)),
                 twice=handled.twice,
                 peak_rss_mib=rss,
-                extra={"levels": levels, "max_wrk": summary, "ingress_processes": processes},
+                extra={
+                    "levels": levels,
+                    "floor": floor,
+                    "max_wrk": summary,
+                    "ingress_processes": processes,
+                },
             )
         finally:
             await cleanup(prefix)
-
-
-def latency_level(run: dict[str, Any], handled: procs.Handled, rate: float) -> dict[str, Any]:
-    """End-to-end latency of one open-loop level: handler done minus POST due, per callback."""
-    done: dict[str, float] = {}
-    for call_id, at in zip(handled.call_ids, handled.times, strict=True):
-        done.setdefault(call_id, at)
-    e2e = sorted(
-        (done[c] - due) * 1000
-        for c, due, s in zip(run["call_ids"], run["due"], run["status"], strict=True)
-        if s == 200 and c in done
-    )
-    answers = sorted(a for a, s in zip(run["answer_ms"], run["status"], strict=True) if s == 200)
-    lags = sorted(run["send_lag_ms"])
-    return {
-        "target_rate": rate,
-        "sent_rate": len(run["due"]) / max(run["send_seconds"], 1e-9),
-        "count": len(run["due"]),
-        "e2e_ms": {"p50": pct(e2e, 50), "p99": pct(e2e, 99), "max": e2e[-1] if e2e else None},
-        "answer_ms": {"p50": pct(answers, 50), "p99": pct(answers, 99)},
-        "send_lag_ms": {"p50": pct(lags, 50), "p99": pct(lags, 99)},
-        "sender_cpu_percent": 100 * run["cpu_seconds"] / max(run["wall_seconds"], 1e-9),
-        # the whole machine meanwhile (the sender included): how near saturation, at what cost
-        "machine_cores": run["machine_busy_seconds"] / max(run["wall_seconds"], 1e-9),
-        "machine_cpu_us_per_callback": 1e6 * run["machine_busy_seconds"] / max(len(run["due"]), 1),
-    }
-
-
-def pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def scenarios(bench: Bench, config: Config) -> dict[str, Callable[[], Awaitable[Result]]]:

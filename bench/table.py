@@ -116,6 +116,7 @@ def summarize(results: dict[str, list[Result]], config: Config) -> tuple[str, di
         f"| {spread} | | < 50 ms "
         f"| {verdict(p99_50 < 50 if known else None, noisy(results, 'e2e'))} | | | | | |"
     )
+    n = floor_row(results, n, lines, summary)
     sink_rss = [
         mib for key in SINK_ROWS for r in results.get(key, []) for mib in r.peak_rss_mib.values()
     ]
@@ -165,11 +166,47 @@ def e2e_levels(
     return n
 
 
+def floor_row(
+    results: dict[str, list[Result]], n: int, lines: list[str], summary: dict[str, Any]
+) -> int:
+    """The floor of the end-to-end p99 (levels.py): the same path with no sink code, at the
+    same rate, worst round; a reference (its verdict says whether the target is in reach)."""
+    floors = [r.extra["floor"] for r in results.get("e2e", []) if "floor" in r.extra]
+    if not floors:
+        return n
+    every = [f["e2e_ms"]["p99"] or float("nan") for f in floors]
+    worst = max(every)
+    cores = median([f.get("machine_cores", float("nan")) for f in floors])
+    spread = f"{min(every):.1f}–{worst:.1f}" if len(every) > 1 else ""
+    lost = sum(f.get("lost", 0) for f in floors)
+    twice = sum(f.get("twice", 0) for f in floors)
+    said = "n/a" if worst != worst else ("floor misses too" if worst >= 50 else "floor passes")
+    n += 1
+    lines.append(
+        f"| {n} | its floor: bare aiohttp + confirmed publish, bare consume + SET NX, same rate, "
+        f"worst round (machine {cores:.2f} cores busy) | open loop | {fmt(worst, ' ms')} "
+        f"| {spread} | | reference | {said} | | {lost} | {twice} | | |"
+    )
+    summary["e2e_floor_p99_at_50"] = worst
+    summary["rows"]["e2e-floor"] = {"p99_ms_every_round": every, "machine_cores": cores}
+    return n
+
+
+def wakeups(machine: dict[str, Any]) -> str:
+    """What a lone wake-up costs here (wakeup.py), or nothing when it was not measured."""
+    echo = machine.get("echo_cpu_us") or {}
+    if not echo:
+        return ""
+    at = ", ".join(f"{us:g} us at {rate}" for rate, us in echo.items())
+    return f"socket echo CPU per message {at}; "
+
+
 def header(mode: str, config: Config, machine: dict[str, Any], multi: bool, elapsed: float) -> str:
     return (
         f"callback-sink bench ({mode}): {config.rounds} interleaved round(s), medians; "
         f"{machine['cpus']} CPUs, Python {machine['python']}, RabbitMQ {machine['rabbitmq']}, "
         f"Redis {machine['redis']}, {machine['wrk']}; loop {machine['loop_available']}; "
+        f"{wakeups(machine)}"
         f"{config.duration:g} s per throughput row, {config.connections} connections; "
         f"ingress --processes {'yes' if multi else 'no'}; {elapsed:.0f} s in all"
     )

@@ -12,8 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import orjson
 import redis.asyncio as aioredis
-from common import ALT_REQUIREMENTS, ALT_VENV, AMQP_URL, CLI, REDIS_URL, REPO, log
+from common import (
+    ALT_REQUIREMENTS,
+    ALT_VENV,
+    AMQP_URL,
+    BENCH,
+    CLI,
+    PYTHON,
+    REDIS_URL,
+    REPO,
+    log,
+)
 
 from callback_sink.sink.settings import Settings
 
@@ -88,6 +99,9 @@ async def describe() -> dict[str, Any]:
         loop = "asyncio"
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)  # noqa: ASYNC221
     settings = Settings()
+    wakeup = subprocess.run(  # noqa: ASYNC221
+        [PYTHON, str(BENCH / "wakeup.py")], capture_output=True, text=True, check=False
+    )
     return {
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -99,4 +113,6 @@ async def describe() -> dict[str, Any]:
         "worker_prefetch": settings.prefetch,
         "worker_concurrency": settings.concurrency,
         "load_before": os.getloadavg(),
+        # the CPU a lone wake-up costs a process here, at a low and a high rate (wakeup.py)
+        "echo_cpu_us": orjson.loads(wakeup.stdout) if wakeup.returncode == 0 else {},
     }
