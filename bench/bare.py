@@ -11,15 +11,16 @@ on the hot path. Run as a child process by ``bench.py``; prints one JSON line on
   one (after one Redis ``SET NX PX`` per message with ``--redis``). Measured: messages/s from
   the first delivery to the last ack.
 
-The floor under the end-to-end row (:mod:`floor`), the same path as the sink's with nothing
+The floor under the end-to-end row (:mod:`levels`), the same path as the sink's with nothing
 of the sink on it; both run until stopped:
 
 - ``serve``: an aiohttp app (one process) whose POST parses the JSON body, checks its MD5
   ``security`` and publishes it persistent and mandatory to the sink's topic exchange,
   answering 200 once the broker confirmed it; no logs, spool, limits or metrics.
 - ``handle``: consume the work queue with ``--prefetch``; per message one Redis
-  ``SET NX PX`` (``--redis``), an ack, and the counting handler's line on standard error
-  (``bench-handled N T CALL_ID KEY``), so that the benchmark times it as it times the worker.
+  ``SET NX PX`` (``--redis``), then the counting handler's line on standard error
+  (``bench-handled N T CALL_ID KEY``: timed where the sink's handler is, after the claim),
+  then an ack.
 """
 
 from __future__ import annotations
@@ -235,10 +236,10 @@ async def handle(args: argparse.Namespace) -> dict[str, object]:
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         key = f"{key_prefix}{message.message_id}"
         await redis.set(key, b"1", nx=True, px=600_000)
-        await message.ack()
         sys.stderr.write(
             f"{HANDLED} {next(count)} {time.monotonic():.6f} {message.message_id} {key}\n"
         )
+        await message.ack()
 
     await queue.consume(on_message)
     await until_stopped()
