@@ -11,8 +11,8 @@ on the hot path. Run as a child process by ``bench.py``; prints one JSON line on
   one (after one Redis ``SET NX PX`` per message with ``--redis``). Measured: messages/s from
   the first delivery to the last ack.
 
-The floor under the end-to-end row (:mod:`levels`), the same path as the sink's with nothing
-of the sink on it; both run until stopped:
+The bare reference of the end-to-end row (:mod:`levels`), the same path as the sink's with
+nothing of the sink on it; both run until stopped:
 
 - ``serve``: an aiohttp app (one process) whose POST parses the JSON body, checks its MD5
   ``security`` and publishes it persistent and mandatory to the sink's topic exchange,
@@ -231,7 +231,7 @@ async def handle(args: argparse.Namespace) -> dict[str, object]:
     await channel.set_qos(prefetch_count=args.prefetch)
     queue = await channel.get_queue(Topology(args.prefix).work_queue, ensure=False)
     count = itertools.count(1)
-    key_prefix = f"{args.prefix}:floor:"
+    key_prefix = f"{args.prefix}:reference:"
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         key = f"{key_prefix}{message.message_id}"

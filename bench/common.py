@@ -20,8 +20,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET = "bench-secret"
 READY_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 180.0
-#: The end-to-end level whose p99 has a target, and where its floor runs (levels.py).
-FLOOR_FRACTION = 0.5
+#: The end-to-end level whose p99 has a target, and the rate of its bare reference (levels.py).
+REFERENCE_FRACTION = 0.5
 CLEANUP_TIMEOUT = 20.0
 #: wrk settings of every HTTP row: 2 threads (one per core), as many connections as below.
 WRK_THREADS = 2

@@ -14,10 +14,10 @@ from common import (
     BENCH,
     CLI,
     DRAIN_TIMEOUT,
-    FLOOR_FRACTION,
     PARTITIONS,
     PYTHON,
     REDIS_URL,
+    REFERENCE_FRACTION,
     SECRET,
     WRK_THREADS,
     Config,
@@ -26,7 +26,7 @@ from common import (
     new_prefix,
 )
 from harness import Harness, rss_role
-from levels import floor_level, run_level
+from levels import reference_level, run_level
 from services import cleanup, queue_depth, settled_depth
 from tooling import ensure_alt_venv, ingress_command
 
@@ -250,12 +250,12 @@ class Bench(Harness):
             for fraction in config.levels:
                 rate = max(10.0, fraction * max_rate)
                 count = 100 if config.limit else int(rate * config.level_seconds)
-                tag = f"{prefix}-l{int(fraction * 100)}"
-                levels[f"{fraction:.0%}"], total = await run_level(
-                    self, url, rate, count, tag, env, (worker, handled), accepted
-                )
-                non_200 += count - (total - accepted)
-                accepted = total
+                level = levels[f"{fraction:.0%}"] = await run_level(
+                    self, url, rate, count, f"e2e level {fraction:.0%}", env,
+                    (worker, handled), accepted,
+                )  # fmt: skip
+                accepted += level["ok"]
+                non_200 += count - level["ok"]
             ingress.sample()
             worker.sample()
             await self.stop(ingress)
@@ -263,10 +263,10 @@ class Bench(Harness):
             await self.stop(worker)
             handled.poll()
             rss = rss_role(ingress) | rss_role(worker)
-            # the floor at the 50 % level's rate, the sink stopped (levels.py)
-            rate = max(10.0, FLOOR_FRACTION * max_rate)
+            # the bare reference at the 50 % level's rate, the sink stopped (levels.py)
+            rate = max(10.0, REFERENCE_FRACTION * max_rate)
             count = 100 if config.limit else int(rate * config.level_seconds)
-            floor = await floor_level(self, rate, count)
+            reference = await reference_level(self, rate, count)
             return Result(
                 value=max_rate,
                 generator=f"wrk {WRK_THREADS}t/{config.connections}c, then open loop (Python)",
@@ -276,7 +276,7 @@ class Bench(Harness):
                 peak_rss_mib=rss,
                 extra={
                     "levels": levels,
-                    "floor": floor,
+                    "reference": reference,
                     "max_wrk": summary,
                     "ingress_processes": processes,
                 },

@@ -3,6 +3,7 @@ a description of this machine and its services for the header and the JSON file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -99,9 +100,13 @@ async def describe() -> dict[str, Any]:
         loop = "asyncio"
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)  # noqa: ASYNC221
     settings = Settings()
-    wakeup = subprocess.run(  # noqa: ASYNC221
-        [PYTHON, str(BENCH / "wakeup.py")], capture_output=True, text=True, check=False
-    )
+    echo: dict[str, float] = {}
+    with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
+        wakeup = subprocess.run(  # noqa: ASYNC221
+            [PYTHON, str(BENCH / "wakeup.py")], capture_output=True, check=False, timeout=60
+        )
+        if wakeup.returncode == 0:
+            echo = orjson.loads(wakeup.stdout)
     return {
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -114,5 +119,5 @@ async def describe() -> dict[str, Any]:
         "worker_concurrency": settings.concurrency,
         "load_before": os.getloadavg(),
         # the CPU a lone wake-up costs a process here, at a low and a high rate (wakeup.py)
-        "echo_cpu_us": orjson.loads(wakeup.stdout) if wakeup.returncode == 0 else {},
+        "echo_cpu_us": echo,
     }

@@ -12,6 +12,7 @@ say what kind of machine its latency figures come from. Usage: ``wakeup.py``; on
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import sys
 import time
@@ -24,26 +25,34 @@ RATES = ((200.0, 2.0), (5000.0, 0.5))
 
 
 def echo_cpu_us(rate: float, seconds: float) -> float:
-    """The echoing process's CPU time (user + system) per message, microseconds."""
+    """The echoing process's CPU time (user + system) per message, microseconds, from its
+    first message to its last (its fork and exit not included)."""
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:  # the echoing process
         ours.close()
-        while data := theirs.recv(64):
+        theirs.send(theirs.recv(64))
+        first = resource.getrusage(resource.RUSAGE_SELF)
+        while (data := theirs.recv(64)) != b"end":
             theirs.send(data)
+        last = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (last.ru_utime - first.ru_utime) + (last.ru_stime - first.ru_stime)
+        theirs.send(repr(cpu).encode())
         os._exit(0)
     theirs.close()
     count = int(rate * seconds)
     start = time.monotonic()
-    for i in range(count):
+    for i in range(count + 1):  # the first one is not counted
         due = start + i / rate
         while (left := due - time.monotonic()) > 0:
             time.sleep(left)
         ours.send(b"x")
         ours.recv(64)
+    ours.send(b"end")
+    cpu = float(ours.recv(64))
     ours.close()
-    _, _, usage = os.wait4(pid, 0)
-    return 1e6 * (usage.ru_utime + usage.ru_stime) / count
+    os.waitpid(pid, 0)
+    return 1e6 * cpu / count
 
 
 def main() -> None:
