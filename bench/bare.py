@@ -137,6 +137,19 @@ def spread(message: tuple[str, str, bytes], index: int) -> tuple[str, str, bytes
     return name, call_id, orjson.dumps(doc)
 
 
+async def _work_queue(
+    args: argparse.Namespace,
+) -> tuple[
+    aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractQueue
+]:
+    """A connection, a channel with ``--prefetch``, and the sink's work queue (passively)."""
+    connection = await aio_pika.connect(args.url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=args.prefetch)
+    queue = await channel.get_queue(Topology(args.prefix).work_queue, ensure=False)
+    return connection, channel, queue
+
+
 async def consume(args: argparse.Namespace) -> dict[str, object]:
     redis = None
     if args.redis:
@@ -144,10 +157,7 @@ async def consume(args: argparse.Namespace) -> dict[str, object]:
 
         redis = aioredis.Redis.from_url(args.redis)
         await redis.ping()
-    connection = await aio_pika.connect(args.url)
-    channel = await connection.channel()
-    await channel.set_qos(prefetch_count=args.prefetch)
-    queue = await channel.get_queue(Topology(args.prefix).work_queue, ensure=False)
+    connection, channel, queue = await _work_queue(args)
     done = asyncio.Event()
     seen = {"count": 0, "new": 0, "first": 0.0, "last": 0.0}
     key_prefix = f"{args.prefix}:bare:"
@@ -226,10 +236,7 @@ async def handle(args: argparse.Namespace) -> dict[str, object]:
 
     redis = aioredis.Redis.from_url(args.redis)
     await redis.ping()
-    connection = await aio_pika.connect(args.url)
-    channel = await connection.channel()
-    await channel.set_qos(prefetch_count=args.prefetch)
-    queue = await channel.get_queue(Topology(args.prefix).work_queue, ensure=False)
+    connection, _, queue = await _work_queue(args)
     count = itertools.count(1)
     key_prefix = f"{args.prefix}:reference:"
 

@@ -34,6 +34,8 @@ def echo_cpu_us(rate: float, seconds: float) -> float:
         theirs.send(theirs.recv(64))
         first = resource.getrusage(resource.RUSAGE_SELF)
         while (data := theirs.recv(64)) != b"end":
+            if not data:  # the sender is gone
+                os._exit(1)
             theirs.send(data)
         last = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (last.ru_utime - first.ru_utime) + (last.ru_stime - first.ru_stime)
